@@ -1,0 +1,179 @@
+"""Agents: `StandardAgent`, the `@flowagent` decorator and the registry it fills."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from flowagents.errors import AgentDefinitionError
+from flowagents.fields import InputField
+from flowagents.results import AgentResult, AgentStatus
+from flowagents.routing.base import AgentProfile
+
+if TYPE_CHECKING:
+    from flowagents.llm.base import LLMClient
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """Everything `@flowagent` learned about an agent class."""
+
+    cls: type[StandardAgent]
+    name: str
+    description: str
+    triggers: tuple[str, ...]
+    examples: tuple[str, ...]
+    timeout: float | None
+    threshold: float | None
+    fields: tuple[InputField, ...]
+    streaming: bool
+
+    @property
+    def profile(self) -> AgentProfile:
+        """What routers see of this agent."""
+        return AgentProfile(self.name, self.description, self.triggers, self.examples, self.threshold)
+
+    def missing(self, values: dict[str, Any]) -> InputField | None:
+        """The first field that must still be asked, in declaration order."""
+        for f in self.fields:
+            if f.asks and f.name not in values:
+                return f
+        return None
+
+
+class StandardAgent:
+    """Base class of agents. Declare fields with `InputField` and implement `on_running`.
+
+    A new instance serves each turn; what must survive between turns lives in the fields (`self.guests`).
+    `on_running` runs once every required field is filled. It may return an `AgentResult` (or plain text),
+    or be an async generator that yields text chunks (streaming), optionally ending with an `AgentResult`.
+    """
+
+    __flowagent__: ClassVar[AgentSpec]
+
+    _values: dict[str, Any]
+    context: dict[str, Any]
+    """The turn's context: tenant_id, user_id, conversation_id, metadata and whatever hooks added."""
+    llm: LLMClient | None
+    """The orchestrator's LLM client, if one is configured."""
+
+    def __init__(self) -> None:
+        self._values = {}
+        self.context = {}
+        self.llm = None
+
+    @property
+    def name(self) -> str:
+        """This agent's registered name."""
+        return type(self).__flowagent__.name
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The filled field values."""
+        return dict(self._values)
+
+    async def on_running(self, msg: str) -> AgentResult | str | None | AsyncIterator[str | AgentResult]:
+        """Do the agent's work; all required fields are filled."""
+        return self.make_result(status=AgentStatus.COMPLETED, raw_message="Done.")
+
+    def make_result(
+        self,
+        status: AgentStatus = AgentStatus.COMPLETED,
+        raw_message: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> AgentResult:
+        """A result of this agent in this conversation."""
+        ctx = self.context
+        return AgentResult(
+            status=status,
+            raw_message=raw_message,
+            data=data if data is not None else {},
+            agent_name=type(self).__flowagent__.name,
+            tenant_id=ctx.get("tenant_id"),
+            conversation_id=ctx.get("conversation_id"),
+            user_id=ctx.get("user_id"),
+        )
+
+
+_registry: dict[str, type[StandardAgent]] = {}
+
+A = TypeVar("A", bound=type[StandardAgent])
+
+
+def flowagent(
+    triggers: Sequence[str] | None = None,
+    *,
+    description: str | None = None,
+    timeout: float | None = None,
+    name: str | None = None,
+    examples: Sequence[str] = (),
+    threshold: float | None = None,
+) -> Callable[[A], A]:
+    """Register a `StandardAgent` subclass so the orchestrator can route to it.
+
+    `triggers` are phrases that route a message here; `examples` are utterances for semantic routing;
+    `timeout` (seconds) overrides the orchestrator's default; `threshold` overrides the no-match
+    threshold for this agent; `name` defaults to the class name.
+    """
+    if isinstance(triggers, str):
+        raise AgentDefinitionError("triggers must be a list of phrases, e.g. triggers=['book table'].")
+    trigger_list = tuple(t.strip() for t in (triggers or ()) if t is not ... and str(t).strip())
+    if timeout is not None and timeout <= 0:
+        raise AgentDefinitionError("timeout must be a positive number of seconds.")
+
+    def decorate(cls: A) -> A:
+        if not (isinstance(cls, type) and issubclass(cls, StandardAgent)):
+            raise AgentDefinitionError("@flowagent decorates a subclass of StandardAgent.")
+        agent_name = name or cls.__name__
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:
+            hints = dict(getattr(cls, "__annotations__", {}))
+        fields: list[InputField] = []
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, InputField):
+                    fields = [f for f in fields if f.name != attr]
+                    value.bind(hints.get(attr))
+                    fields.append(value)
+        doc = inspect.getdoc(cls) if cls.__doc__ else None
+        spec = AgentSpec(
+            cls=cls,
+            name=agent_name,
+            description=description or (doc.splitlines()[0] if doc else agent_name),
+            triggers=trigger_list,
+            examples=tuple(examples),
+            timeout=timeout,
+            threshold=threshold,
+            fields=tuple(fields),
+            streaming=inspect.isasyncgenfunction(cls.on_running),
+        )
+        previous = _registry.get(agent_name)
+        if previous is not None and previous is not cls and previous.__module__ != cls.__module__:
+            raise AgentDefinitionError(
+                f"Two agents are named {agent_name!r} ({previous.__module__} and {cls.__module__}); "
+                "give one of them @flowagent(name=...)."
+            )
+        cls.__flowagent__ = spec
+        _registry[agent_name] = cls
+        return cls
+
+    return decorate
+
+
+def registered_agents() -> list[type[StandardAgent]]:
+    """Every agent class registered with `@flowagent`, in registration order."""
+    return list(_registry.values())
+
+
+def spec_of(agent: type[StandardAgent]) -> AgentSpec:
+    """The registration of an agent class; raises if it was not decorated."""
+    spec = agent.__dict__.get("__flowagent__") if isinstance(agent, type) else None
+    if spec is None:
+        raise AgentDefinitionError(
+            f"{agent!r} is not a registered agent; decorate its class with @flowagent(triggers=[...])."
+        )
+    return typing.cast(AgentSpec, spec)

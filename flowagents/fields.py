@@ -1,0 +1,246 @@
+"""`InputField`: a slot an agent asks for, validated with pydantic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import TypeAdapter, ValidationError
+
+from flowagents.errors import AgentDefinitionError
+
+if TYPE_CHECKING:
+    from flowagents.agent import StandardAgent
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""Marks a field with no default."""
+
+
+class InvalidAnswer(ValueError):
+    """The user's answer does not fit the field; `reason` is shown to the user before the question."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER = re.compile(r"(?<![\w.:/-])(\d+(?:\.\d+)?)(?![\w:/-])")
+_WORD = re.compile(r"[a-z']+")
+_TIME = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b|\b([01]?\d|2[0-3]):([0-5]\d)\b|\b(noon|midnight)\b", re.I)
+_ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_YES = {"yes", "y", "yeah", "yep", "sure", "ok", "okay", "true", "correct"}
+_NO = {"no", "n", "nope", "false", "nah"}
+
+_REASONS: dict[Any, str] = {
+    int: "Please answer with a whole number.",
+    float: "Please answer with a number.",
+    bool: "Please answer yes or no.",
+    dt.date: "Please give a date like 2026-12-24, 'today' or 'friday'.",
+    dt.time: "Please give a time like 19:30 or 7pm.",
+}
+
+
+def _numbers(text: str) -> list[str]:
+    found = _NUMBER.findall(text)
+    if not found:
+        found = [str(_NUMBER_WORDS[w]) for w in _WORD.findall(text.lower()) if w in _NUMBER_WORDS]
+    return found
+
+
+def _times(text: str) -> list[dt.time]:
+    out = []
+    for m in _TIME.finditer(text):
+        if m.group(6):
+            out.append(dt.time(12) if m.group(6).lower() == "noon" else dt.time(0))
+        elif m.group(3):
+            hour = int(m.group(1)) % 12 + (12 if m.group(3).lower() == "pm" else 0)
+            minute = int(m.group(2) or 0)
+            if hour < 24 and minute < 60:
+                out.append(dt.time(hour, minute))
+        else:
+            out.append(dt.time(int(m.group(4)), int(m.group(5))))
+    return out
+
+
+def _dates(text: str, today: dt.date | None = None) -> list[dt.date]:
+    today = today or dt.date.today()
+    out: list[dt.date] = []
+    for iso in _ISO_DATE.findall(text):
+        try:
+            out.append(dt.date.fromisoformat(iso))
+        except ValueError:
+            continue
+    for word in _WORD.findall(text.lower()):
+        if word == "today":
+            out.append(today)
+        elif word == "tomorrow":
+            out.append(today + dt.timedelta(days=1))
+        elif word in _WEEKDAYS:
+            ahead = (_WEEKDAYS.index(word) - today.weekday()) % 7 or 7
+            out.append(today + dt.timedelta(days=ahead))
+    return out
+
+
+class InputField:
+    """A value the agent needs; asked with `question` until a valid answer arrives.
+
+    The type comes from the class annotation (`guests: int = InputField(...)`) or `type=`, default `str`.
+    Answers are validated with pydantic ("4" becomes 4); `choices` limits the answers; `validator` may
+    transform the value or raise `ValueError("reason")`. After `max_attempts` invalid answers the agent
+    gives up politely. A field with a `default`, or with `required=False`, is not asked.
+    """
+
+    def __init__(
+        self,
+        question: str,
+        *,
+        type: Any = None,  # noqa: A002 - the natural name for users
+        choices: Sequence[Any] | None = None,
+        default: Any = MISSING,
+        required: bool = True,
+        validator: Callable[[Any], Any] | None = None,
+        max_attempts: int = 3,
+        description: str | None = None,
+    ) -> None:
+        if not question or not isinstance(question, str):
+            raise AgentDefinitionError("InputField needs a question, e.g. InputField('How many guests?').")
+        if max_attempts < 1:
+            raise AgentDefinitionError("InputField max_attempts must be at least 1.")
+        self.question = question
+        self.type: Any = type
+        self.choices: tuple[Any, ...] | None = tuple(choices) if choices is not None else None
+        self.default = default
+        self.required = required
+        self.validator = validator
+        self.max_attempts = max_attempts
+        self.description = description
+        self.name = ""
+        self._adapter: TypeAdapter[Any] | None = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def bind(self, annotation: Any) -> None:
+        """Fix the field's type (called by `@flowagent`)."""
+        if self.type is None:
+            self.type = annotation if annotation is not None else str
+        try:
+            self._adapter = TypeAdapter(self.type)
+        except Exception as exc:
+            raise AgentDefinitionError(f"Field {self.name!r}: type {self.type!r} is not supported ({exc}).") from exc
+        if self.choices is not None:
+            self.choices = tuple(self._adapter.validate_python(c) for c in self.choices)
+
+    @property
+    def asks(self) -> bool:
+        """True when the agent must ask for this field if it is missing."""
+        return self.required and self.default is MISSING
+
+    @property
+    def choice_labels(self) -> list[str] | None:
+        """The choices as text, for buttons and prompts."""
+        return [str(c) for c in self.choices] if self.choices is not None else None
+
+    def __get__(self, obj: StandardAgent | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        values = obj._values
+        if self.name in values:
+            return values[self.name]
+        return None if self.default is MISSING else self.default
+
+    def __set__(self, obj: StandardAgent, value: Any) -> None:
+        obj._values[self.name] = self.validate_value(value)
+
+    def validate_value(self, value: Any) -> Any:
+        """Validate an already-typed value (from code, an LLM or storage); raise InvalidAnswer."""
+        assert self._adapter is not None, "field not bound; is the class decorated with @flowagent?"
+        try:
+            result = self._adapter.validate_python(value)
+        except ValidationError as exc:
+            raise InvalidAnswer(_REASONS.get(self.type) or exc.errors()[0]["msg"] + ".") from None
+        if self.choices is not None and result not in self.choices:
+            raise InvalidAnswer(f"Please choose one of: {', '.join(self.choice_labels or [])}.")
+        if self.validator is not None:
+            try:
+                result = self.validator(result)
+            except (ValueError, TypeError, AssertionError) as exc:
+                raise InvalidAnswer(str(exc) or "That answer is not valid.") from None
+        return result
+
+    def parse_answer(self, text: str) -> Any:
+        """Turn a user's free-text answer into the field's value; raise InvalidAnswer with a reason."""
+        text = text.strip()
+        if not text:
+            raise InvalidAnswer("I didn't catch an answer.")
+        if self.choices is not None:
+            labels = self.choice_labels or []
+            lowered = text.lower()
+            exact = [c for c, label in zip(self.choices, labels, strict=True) if label.lower() == lowered]
+            inside = [
+                c
+                for c, label in zip(self.choices, labels, strict=True)
+                if re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", lowered)
+            ]
+            picked = exact or (inside if len(inside) == 1 else [])
+            if not picked:
+                raise InvalidAnswer(f"Please choose one of: {', '.join(labels)}.")
+            return self.validate_value(picked[0])
+        try:
+            return self.validate_value(text)
+        except InvalidAnswer:
+            candidate = self._candidate(text)
+            if candidate is MISSING:
+                raise
+            return self.validate_value(candidate)
+
+    def _candidate(self, text: str) -> Any:
+        """A single unambiguous value of this field's type found inside free text, else MISSING."""
+        if self.type in (int, float):
+            numbers = _numbers(text)
+            return numbers[0] if len(numbers) == 1 else MISSING
+        if self.type is dt.time:
+            times = _times(text)
+            return times[0] if len(times) == 1 else MISSING
+        if self.type is dt.date:
+            dates = _dates(text)
+            return dates[0] if len(dates) == 1 else MISSING
+        if self.type is bool:
+            words = set(_WORD.findall(text.lower()))
+            yes, no = bool(words & _YES), bool(words & _NO)
+            return yes if yes != no else MISSING
+        return MISSING
+
+    def extract(self, text: str) -> Any:
+        """The field's value when the message states it unambiguously, else MISSING.
+
+        Free-text (`str`) fields are never guessed from a message; typed fields and choices are.
+        """
+        if self.choices is not None:
+            try:
+                return self.parse_answer(text)
+            except InvalidAnswer:
+                return MISSING
+        candidate = self._candidate(text)
+        if candidate is MISSING or self.type is bool:
+            return MISSING
+        try:
+            return self.validate_value(candidate)
+        except InvalidAnswer:
+            return MISSING

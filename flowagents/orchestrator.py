@@ -1,0 +1,733 @@
+"""The orchestrator: routes each message to an agent and carries conversations across turns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
+
+from pydantic import BaseModel
+
+from flowagents.agent import AgentSpec, StandardAgent, registered_agents, spec_of
+from flowagents.errors import ConfigurationError, FlowAgentsError, StoreError
+from flowagents.events import (
+    DuplicateEvent,
+    ErrorEvent,
+    InputRequiredEvent,
+    MessageChunkEvent,
+    ResultEvent,
+    RoutingEvent,
+    StateChangeEvent,
+    StreamEvent,
+)
+from flowagents.fields import MISSING, InputField, InvalidAnswer
+from flowagents.results import AgentResult, AgentStatus
+from flowagents.routing.base import Router, RoutingDecision
+from flowagents.routing.factory import make_router
+from flowagents.routing.triggers import TriggerIndex, pick
+from flowagents.storage.base import (
+    SCHEMA_VERSION,
+    ConversationKey,
+    ConversationRecord,
+    ConversationStore,
+    EventIsolation,
+)
+from flowagents.storage.memory import MemoryIsolation, MemoryStore
+
+log = logging.getLogger("flowagents.orchestrator")
+
+Sink = Callable[[StreamEvent], None]
+
+CANCEL_PHRASES = frozenset(
+    {"cancel", "stop", "cancel that", "stop that", "cancel it", "never mind", "nevermind", "abort",
+     "quit", "forget it", "exit"}
+)
+"""A whole message equal to one of these cancels the active agent."""
+
+DEFAULT_TENANT = "default"
+_PUNCTUATION = " \t\r\n.!?,;:'\"()"
+
+
+class AgentInfo(BaseModel):
+    """An agent as shown in help replies."""
+
+    name: str
+    description: str
+    triggers: list[str]
+    example: str | None
+
+
+class ActiveAgent(BaseModel):
+    """An agent in the pool: who owns which conversation, in which state, for how long."""
+
+    agent: str
+    tenant_id: str
+    conversation_id: str
+    user_id: str
+    status: AgentStatus
+    asking: str | None
+    age_seconds: float
+    idle_seconds: float
+
+
+class _Turn:
+    """Collects the text of one turn and forwards events to the stream, if anyone listens."""
+
+    __slots__ = ("parts", "sink")
+
+    def __init__(self, sink: Sink | None) -> None:
+        self.sink = sink
+        self.parts: list[str] = []
+
+    def say(self, text: str) -> None:
+        """A separate message (a blank line apart from what was said before)."""
+        if text:
+            self.chunk("\n\n" + text if self.parts else text)
+
+    def chunk(self, text: str) -> None:
+        """A streamed piece, appended as is."""
+        self.parts.append(text)
+        if self.sink is not None:
+            self.sink(MessageChunkEvent(content=text))
+
+    def state(self, agent: str, old: AgentStatus | None, new: AgentStatus) -> None:
+        if self.sink is not None and old is not new:
+            self.sink(StateChangeEvent(agent=agent, old_state=old, new_state=new))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class Orchestrator:
+    """Routes messages to agents, asks for missing fields over several turns and keeps tenants apart.
+
+    Subclass it to customise `route_message`, `prepare_context`, `should_process`, `post_process` and
+    `handle_no_match`.
+    """
+
+    def __init__(
+        self,
+        llm_client: Any = None,
+        agents: Sequence[type[StandardAgent]] | None = None,
+        routing_strategy: str | Router = "trigger",
+        *,
+        store: ConversationStore | None = None,
+        isolation: EventIsolation | None = None,
+        default_timeout: float | None = 30.0,
+        no_match_threshold: float = 0.5,
+        switch_confidence: float = 0.9,
+        tenant_agents: Mapping[str, Sequence[str]] | None = None,
+        embedder: Any = None,
+        default_tenant: str = DEFAULT_TENANT,
+        delivery_lease_seconds: float = 120.0,
+        delivery_keep_seconds: float = 3600.0,
+    ) -> None:
+        self.llm_client = llm_client
+        self.routing_strategy = routing_strategy
+        self.store: ConversationStore = store if store is not None else MemoryStore()
+        self.isolation: EventIsolation = isolation if isolation is not None else MemoryIsolation()
+        self.default_timeout = default_timeout
+        self.no_match_threshold = no_match_threshold
+        self.switch_confidence = switch_confidence
+        self.default_tenant = default_tenant
+        self.delivery_lease_seconds = delivery_lease_seconds
+        self.delivery_keep_seconds = delivery_keep_seconds
+        self.embedder = embedder
+        self.slot_extractor: Any = None
+        """Fills several fields from one message (set up from `llm_client`); None keeps the deterministic path."""
+        self._agent_classes = agents
+        self._tenant_agents = tenant_agents
+        self._specs: dict[str, AgentSpec] = {}
+        self._typed_fields: dict[str, tuple[InputField, ...]] = {}
+        self._all_names: frozenset[str] = frozenset()
+        self._tenant_names: dict[str, frozenset[str]] = {}
+        self._router: Router | None = None
+        self._triggers = TriggerIndex()
+        self._ready = False
+        self._init_lock: asyncio.Lock | None = None
+
+    # ----------------------------------------------------------------------------------- lifecycle
+
+    async def initialize(self) -> None:
+        """Resolve the agents, compile routing and open the store. Safe to call more than once."""
+        if self._ready:
+            return
+        if self._init_lock is None:
+            self._init_lock = asyncio.Lock()
+        async with self._init_lock:
+            if self._ready:
+                return
+            classes = registered_agents() if self._agent_classes is None else list(self._agent_classes)
+            specs: dict[str, AgentSpec] = {}
+            for cls in classes:
+                if not isinstance(cls, type):
+                    raise ConfigurationError(
+                        f"agents=[...] must list agent classes decorated with @flowagent, not {cls!r}."
+                    )
+                spec = spec_of(cls)
+                specs[spec.name] = spec
+            if not specs:
+                raise ConfigurationError(
+                    "No agents: decorate StandardAgent subclasses with @flowagent(triggers=[...]) and import "
+                    "them before initialize(), or pass agents=[...]."
+                )
+            self._specs = specs
+            self._typed_fields = {
+                name: tuple(f for f in spec.fields if f.choices is not None or f.type is not str)
+                for name, spec in specs.items()
+            }
+            self._all_names = frozenset(specs)
+            self._tenant_names = {}
+            for tenant, names in (self._tenant_agents or {}).items():
+                unknown = set(names) - self._all_names
+                if unknown:
+                    raise ConfigurationError(
+                        f"tenant_agents[{tenant!r}] names unknown agents: {', '.join(sorted(unknown))}."
+                    )
+                self._tenant_names[tenant] = frozenset(names)
+            profiles = [spec.profile for spec in specs.values()]
+            self._triggers = TriggerIndex(profiles)
+            router = make_router(self.routing_strategy, llm_client=self.llm_client, embedder=self.embedder)
+            await router.setup(profiles)
+            self._router = router
+            if self.llm_client is not None and self.slot_extractor is None:
+                self.slot_extractor = _make_slot_extractor(self.llm_client)
+            await self.store.open()
+            self._ready = True
+
+    async def close(self) -> None:
+        """Close the store, the isolation and the LLM client."""
+        await self.store.close()
+        await self.isolation.close()
+        close = getattr(self.llm_client, "close", None)
+        if close is not None:
+            await close()
+        self._ready = False
+
+    # ----------------------------------------------------------------------------------- entry points
+
+    async def handle_message(self, user_id: str, text: str) -> AgentResult:
+        """Process a message of `user_id` in the default tenant."""
+        return await self.process(text, user_id=user_id)
+
+    async def process(
+        self,
+        message: str,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        conversation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delivery_id: str | None = None,
+    ) -> AgentResult:
+        """Process one message and return the turn's result."""
+        return await self._process(message, tenant_id, user_id, conversation_id, metadata, delivery_id, None)
+
+    async def process_stream(
+        self,
+        message: str,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        conversation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delivery_id: str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Process one message, yielding events as they happen; the last is a `ResultEvent`."""
+        queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            self._process(message, tenant_id, user_id, conversation_id, metadata, delivery_id, queue.put_nowait)
+        )
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+
+    async def cancel(
+        self, tenant_id: str | None = None, user_id: str | None = None, conversation_id: str | None = None
+    ) -> AgentResult:
+        """Cancel the conversation's active agent, if any."""
+        return await self.process("cancel", tenant_id, user_id, conversation_id)
+
+    # ----------------------------------------------------------------------------------- hooks
+
+    async def route_message(self, message: str, context: dict[str, Any]) -> RoutingDecision | None:
+        """Choose an agent for a message that no waiting agent takes. Override to customise."""
+        assert self._router is not None
+        return await self._router.route(message, context, self._candidates(context["tenant_id"]))
+
+    async def prepare_context(self, message: str, context: dict[str, Any]) -> dict[str, Any]:
+        """Add to the context before processing (runs before the guard)."""
+        return context
+
+    async def should_process(self, message: str, context: dict[str, Any]) -> bool:
+        """Guard: False means no agent runs and no state changes."""
+        return True
+
+    async def rejection_reply(self, message: str, context: dict[str, Any]) -> str:
+        """The reply when `should_process` said no (empty: say nothing)."""
+        return ""
+
+    async def post_process(self, result: AgentResult, context: dict[str, Any]) -> AgentResult:
+        """After processing: logging, history. Returns the result to deliver."""
+        return result
+
+    async def handle_no_match(self, message: str, context: dict[str, Any]) -> AgentResult:
+        """The reply when no agent matches."""
+        return AgentResult(status=AgentStatus.COMPLETED, raw_message="Sorry, I didn't get that.")
+
+    # ----------------------------------------------------------------------------------- agent pool
+
+    def agent_catalog(self, tenant_id: str | None = None) -> list[AgentInfo]:
+        """The agents a tenant may use, for help replies."""
+        names = self._candidates(tenant_id or self.default_tenant)
+        return [
+            AgentInfo(
+                name=spec.name,
+                description=spec.description,
+                triggers=list(spec.triggers),
+                example=spec.triggers[0] if spec.triggers else (spec.examples[0] if spec.examples else None),
+            )
+            for spec in self._specs.values()
+            if spec.name in names
+        ]
+
+    def get_active_agents(self, tenant_id: str | None = None, *, include_finished: bool = False) -> list[ActiveAgent]:
+        """Agents that own a conversation (of one tenant, or all), oldest first."""
+        now = time.time()
+        out = [
+            ActiveAgent(
+                agent=record.agent,
+                tenant_id=key.tenant_id,
+                conversation_id=key.conversation_id,
+                user_id=key.user_id,
+                status=record.status,
+                asking=record.asking,
+                age_seconds=now - record.created_at,
+                idle_seconds=now - record.updated_at,
+            )
+            for key, record in self.store.snapshot(tenant_id)
+            if include_finished or not record.status.is_terminal
+        ]
+        return sorted(out, key=lambda a: -a.age_seconds)
+
+    def cleanup_completed_agents(self, max_age_seconds: float = 3600) -> int:
+        """Remove finished agents last active more than `max_age_seconds` ago; return how many."""
+        return self.store.purge_finished(max_age_seconds)
+
+    # ----------------------------------------------------------------------------------- internals
+
+    def _candidates(self, tenant_id: str) -> frozenset[str]:
+        return self._tenant_names.get(tenant_id, self._all_names)
+
+    async def _process(
+        self,
+        message: str,
+        tenant_id: str | None,
+        user_id: str | None,
+        conversation_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        delivery_id: str | None,
+        sink: Sink | None,
+    ) -> AgentResult:
+        if not self._ready:
+            await self.initialize()
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a str, not {type(message).__name__}")
+        tenant = tenant_id or self.default_tenant
+        user = user_id or "anonymous"
+        key = ConversationKey(tenant, conversation_id or user, user)
+        if delivery_id is not None:
+            try:
+                claimed = await self.store.claim_delivery(delivery_id, self.delivery_lease_seconds)
+            except Exception as exc:
+                return self._store_failure(key, exc, sink)
+            if not claimed:
+                if sink is not None:
+                    sink(DuplicateEvent(delivery_id=delivery_id))
+                return AgentResult(
+                    status=AgentStatus.COMPLETED, processed=False, duplicate=True,
+                    tenant_id=key.tenant_id, conversation_id=key.conversation_id, user_id=key.user_id,
+                )
+        context: dict[str, Any] = {
+            "tenant_id": key.tenant_id,
+            "user_id": key.user_id,
+            "conversation_id": key.conversation_id,
+            "metadata": dict(metadata) if metadata else {},
+            "delivery_id": delivery_id,
+        }
+        context = await self.prepare_context(message, context)
+        turn = _Turn(sink)
+        if not await self.should_process(message, context):
+            turn.say(await self.rejection_reply(message, context))
+            result = self._stamp(AgentResult(status=AgentStatus.COMPLETED, processed=False), key, turn)
+        else:
+            try:
+                async with self.isolation.lock(key):
+                    result = await self._turn(message, key, context, turn)
+            except (StoreError, OSError, ConnectionError) as exc:
+                return self._store_failure(key, exc, sink)
+        result = await self.post_process(result, context)
+        if sink is not None:
+            sink(ResultEvent(result=result))
+        if delivery_id is not None:
+            try:
+                await self.store.finish_delivery(delivery_id, self.delivery_keep_seconds)
+            except Exception:
+                log.warning("could not mark delivery as done", extra={"tenant_id": key.tenant_id})
+        return result
+
+    def _store_failure(self, key: ConversationKey, exc: BaseException, sink: Sink | None) -> AgentResult:
+        log.error("conversation store unavailable: %s", type(exc).__name__, extra={"tenant_id": key.tenant_id})
+        text = "Sorry, I can't reach my memory right now. Please try again in a moment."
+        result = AgentResult(
+            status=AgentStatus.FAILED, raw_message=text, error=type(exc).__name__, processed=False,
+            tenant_id=key.tenant_id, conversation_id=key.conversation_id, user_id=key.user_id,
+        )
+        if sink is not None:
+            sink(ErrorEvent(message=text, code="store_unavailable"))
+            sink(MessageChunkEvent(content=text))
+            sink(ResultEvent(result=result))
+        return result
+
+    def _stamp(self, result: AgentResult, key: ConversationKey, turn: _Turn) -> AgentResult:
+        result.raw_message = turn.text
+        result.tenant_id = key.tenant_id
+        result.conversation_id = key.conversation_id
+        result.user_id = key.user_id
+        return result
+
+    async def _turn(
+        self, message: str, key: ConversationKey, context: dict[str, Any], turn: _Turn
+    ) -> AgentResult:
+        record = await self.store.load(key)
+        candidates = self._candidates(key.tenant_id)
+        if record is not None and not record.status.is_terminal:
+            spec = self._specs.get(record.agent)
+            if spec is None or spec.name not in candidates or not self._restore(spec, record):
+                log.warning("resetting conversation of a missing or changed agent %s", record.agent)
+                await self.store.delete(key)
+                turn.say("Your earlier conversation was reset because that assistant is no longer available.")
+            else:
+                if message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES:
+                    return await self._cancel(spec, record, key, turn)
+                switch = pick(self._triggers.find(message), candidates)
+                if switch is None or switch.agent_type == spec.name or switch.confidence < self.switch_confidence:
+                    if turn.sink is not None:
+                        turn.sink(RoutingEvent(agent=spec.name, strategy="active", confidence=1.0,
+                                               reason="the agent was waiting for this answer"))
+                    return await self._answer(spec, record, message, key, context, turn)
+                turn.state(spec.name, record.status, AgentStatus.CANCELLED)
+                return await self._start(self._specs[switch.agent_type], switch, message, key, context, turn)
+        elif message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES and context.get("metadata", {}).get(
+            "command"
+        ) == "cancel":
+            turn.say("There is nothing to cancel.")
+            return self._stamp(AgentResult(status=AgentStatus.COMPLETED), key, turn)
+        decision = await self._route(message, context, candidates)
+        if decision is None:
+            if turn.sink is not None:
+                turn.sink(RoutingEvent(agent=None, strategy=self._strategy_name(), confidence=0.0))
+            result = await self.handle_no_match(message, context)
+            turn.say(result.raw_message)
+            result.no_match = True
+            result.agent_name = None
+            return self._stamp(result, key, turn)
+        return await self._start(self._specs[decision.agent_type], decision, message, key, context, turn)
+
+    def _strategy_name(self) -> str:
+        router = self._router
+        return getattr(router, "name", "custom") if router is not None else "custom"
+
+    async def _route(
+        self, message: str, context: dict[str, Any], candidates: frozenset[str]
+    ) -> RoutingDecision | None:
+        try:
+            decision = await self.route_message(message, context)
+        except Exception as exc:
+            log.warning("router failed (%s); falling back to triggers", type(exc).__name__)
+            decision = pick(self._triggers.find(message), candidates)
+            if decision is not None:
+                decision.fallback = "trigger"
+        if decision is None:
+            return None
+        spec = self._specs.get(decision.agent_type)
+        if spec is None or spec.name not in candidates:
+            log.warning("router chose unknown or disallowed agent %r; treating as no match", decision.agent_type)
+            return None
+        threshold = spec.threshold if spec.threshold is not None else self.no_match_threshold
+        if decision.confidence < threshold:
+            return None
+        return decision
+
+    def _restore(self, spec: AgentSpec, record: ConversationRecord) -> bool:
+        """Re-validate stored values against the agent's current fields; False if they no longer fit."""
+        if record.version != SCHEMA_VERSION:
+            return False
+        fields = {f.name: f for f in spec.fields}
+        if record.asking is not None and record.asking not in fields:
+            return False
+        for name, value in record.values.items():
+            field = fields.get(name)
+            if field is None:
+                return False
+            if field.type is not str or not isinstance(value, str):
+                try:
+                    record.values[name] = field.validate_value(value)
+                except InvalidAnswer:
+                    return False
+        return True
+
+    def _agent(self, spec: AgentSpec, record: ConversationRecord, context: dict[str, Any]) -> StandardAgent:
+        agent = spec.cls()
+        agent._values = record.values
+        agent.context = context
+        agent.llm = self.llm_client
+        return agent
+
+    async def _start(
+        self,
+        spec: AgentSpec,
+        decision: RoutingDecision,
+        message: str,
+        key: ConversationKey,
+        context: dict[str, Any],
+        turn: _Turn,
+    ) -> AgentResult:
+        if turn.sink is not None:
+            turn.sink(RoutingEvent(agent=spec.name, strategy=decision.strategy, confidence=decision.confidence,
+                                   fallback=decision.fallback, reason=decision.reason))
+        now = time.time()
+        record = ConversationRecord(agent=spec.name, status=AgentStatus.RUNNING, created_at=now, updated_at=now)
+        turn.state(spec.name, None, AgentStatus.RUNNING)
+        typed = self._typed_fields[spec.name]
+        if typed:
+            self._prefill(typed, record.values, message)
+        if self.slot_extractor is not None and spec.fields:
+            await self._extract_more(spec, record, message, context, None)
+        return await self._advance(spec, record, message, key, context, turn)
+
+    @staticmethod
+    def _prefill(typed: tuple[InputField, ...], values: dict[str, Any], message: str) -> None:
+        """Take values the message states unambiguously ("a table for 4" fills the one int field)."""
+        pending = [f for f in typed if f.name not in values]
+        kinds: dict[Any, int] = {}
+        for f in pending:
+            if f.choices is None:
+                kinds[f.type] = kinds.get(f.type, 0) + 1
+        for f in pending:
+            if f.choices is None and kinds[f.type] > 1:
+                continue
+            value = f.extract(message)
+            if value is not MISSING:
+                values[f.name] = value
+
+    async def _extract_more(
+        self,
+        spec: AgentSpec,
+        record: ConversationRecord,
+        message: str,
+        context: dict[str, Any],
+        asking: InputField | None,
+    ) -> dict[str, Any]:
+        """Ask the slot extractor (LLM) for several fields at once; keep only values that validate."""
+        try:
+            found: dict[str, Any] = await self.slot_extractor.extract(spec, message, dict(record.values),
+                                                                      asking.name if asking else None, context)
+        except Exception as exc:
+            log.warning("slot extraction failed (%s); using the deterministic path", type(exc).__name__)
+            return {}
+        fields = {f.name: f for f in spec.fields}
+        accepted: dict[str, Any] = {}
+        for name, value in found.items():
+            field = fields.get(name)
+            if field is None or value is None or (asking is not None and name == asking.name):
+                continue
+            try:
+                accepted[name] = field.validate_value(value)
+            except InvalidAnswer:
+                continue
+        record.values.update(accepted)
+        if asking is not None and asking.name in found and found[asking.name] is not None:
+            try:
+                record.values[asking.name] = asking.validate_value(found[asking.name])
+            except InvalidAnswer:
+                pass
+        return accepted
+
+    async def _answer(
+        self,
+        spec: AgentSpec,
+        record: ConversationRecord,
+        message: str,
+        key: ConversationKey,
+        context: dict[str, Any],
+        turn: _Turn,
+    ) -> AgentResult:
+        field = next((f for f in spec.fields if f.name == record.asking), None)
+        if field is None:  # the agent itself asked for more input: hand the message to it again
+            return await self._advance(spec, record, message, key, context, turn)
+        before = record.values.get(field.name, MISSING)
+        if self.slot_extractor is not None:
+            record.values.pop(field.name, None)
+            await self._extract_more(spec, record, message, context, field)
+        if field.name not in record.values:
+            try:
+                record.values[field.name] = field.parse_answer(message)
+            except InvalidAnswer as invalid:
+                if before is not MISSING:
+                    record.values[field.name] = before
+                return await self._invalid(spec, record, field, invalid, key, turn)
+        record.attempts = 0
+        return await self._advance(spec, record, message, key, context, turn)
+
+    async def _invalid(
+        self,
+        spec: AgentSpec,
+        record: ConversationRecord,
+        field: InputField,
+        invalid: InvalidAnswer,
+        key: ConversationKey,
+        turn: _Turn,
+    ) -> AgentResult:
+        record.attempts += 1
+        record.updated_at = time.time()
+        if record.attempts >= field.max_attempts:
+            turn.state(spec.name, record.status, AgentStatus.FAILED)
+            record.status = AgentStatus.FAILED
+            record.asking = None
+            await self.store.save(key, record)
+            example = spec.triggers[0] if spec.triggers else spec.name
+            turn.say(f"Sorry, I still couldn't use that answer. Let's stop here; say \"{example}\" to start again.")
+            return self._stamp(
+                AgentResult(status=AgentStatus.FAILED, agent_name=spec.name, field=field.name,
+                            error="too_many_attempts"),
+                key, turn,
+            )
+        await self.store.save(key, record)
+        return self._ask(spec, field, key, turn, prefix=invalid.reason)
+
+    def _ask(
+        self, spec: AgentSpec, field: InputField, key: ConversationKey, turn: _Turn, prefix: str = ""
+    ) -> AgentResult:
+        choices = field.choice_labels
+        if turn.sink is not None:
+            turn.sink(InputRequiredEvent(agent=spec.name, field=field.name, question=field.question, choices=choices))
+        turn.say(f"{prefix} {field.question}" if prefix else field.question)
+        return self._stamp(
+            AgentResult(status=AgentStatus.WAITING_FOR_INPUT, agent_name=spec.name, field=field.name, choices=choices),
+            key, turn,
+        )
+
+    async def _advance(
+        self,
+        spec: AgentSpec,
+        record: ConversationRecord,
+        message: str,
+        key: ConversationKey,
+        context: dict[str, Any],
+        turn: _Turn,
+    ) -> AgentResult:
+        field = spec.missing(record.values)
+        record.updated_at = time.time()
+        if field is not None:
+            turn.state(spec.name, record.status, AgentStatus.WAITING_FOR_INPUT)
+            record.status = AgentStatus.WAITING_FOR_INPUT
+            record.asking = field.name
+            await self.store.save(key, record)
+            return self._ask(spec, field, key, turn)
+        turn.state(spec.name, record.status, AgentStatus.RUNNING)
+        record.status = AgentStatus.RUNNING
+        record.asking = None
+        result = await self._run_agent(spec, record, message, context, turn)
+        turn.state(spec.name, AgentStatus.RUNNING, result.status)
+        record.status = result.status
+        record.updated_at = time.time()
+        await self.store.save(key, record)
+        return self._stamp(result, key, turn)
+
+    async def _run_agent(
+        self, spec: AgentSpec, record: ConversationRecord, message: str, context: dict[str, Any], turn: _Turn
+    ) -> AgentResult:
+        agent = self._agent(spec, record, context)
+        timeout = spec.timeout if spec.timeout is not None else self.default_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                outcome: Any = agent.on_running(message)
+                if not hasattr(outcome, "__aiter__"):
+                    outcome = await outcome
+                if hasattr(outcome, "__aiter__"):
+                    outcome = await self._consume(outcome, turn)
+                    if outcome is None:
+                        outcome = agent.make_result(AgentStatus.COMPLETED)
+                elif isinstance(outcome, AgentResult):
+                    turn.say(outcome.raw_message)
+                else:
+                    outcome = agent.make_result(AgentStatus.COMPLETED, "" if outcome is None else str(outcome))
+                    turn.say(outcome.raw_message)
+                result: AgentResult = outcome
+        except TimeoutError:
+            log.warning("agent %s timed out after %ss", spec.name, timeout)
+            text = "Sorry, that took too long, so I stopped. Please try again."
+            if turn.sink is not None:
+                turn.sink(ErrorEvent(message=text, code="timeout"))
+            turn.say(text)
+            return AgentResult(status=AgentStatus.TIMED_OUT, agent_name=spec.name, error="TimeoutError")
+        except FlowAgentsError as exc:
+            return self._agent_failed(spec, exc, turn, "llm_error" if "LLM" in type(exc).__name__ else "agent_failed")
+        except Exception as exc:
+            return self._agent_failed(spec, exc, turn, "agent_failed")
+        if result.agent_name is None:
+            result.agent_name = spec.name
+        if not result.data and record.values:
+            result.data = dict(record.values)
+        return result
+
+    async def _consume(self, stream: Any, turn: _Turn) -> AgentResult | None:
+        final: AgentResult | None = None
+        async with aclosing(stream) as items:
+            async for item in items:
+                if isinstance(item, AgentResult):
+                    final = item
+                elif item:
+                    turn.chunk(str(item))
+        if final is not None and final.raw_message:
+            turn.say(final.raw_message)
+        return final
+
+    def _agent_failed(self, spec: AgentSpec, exc: BaseException, turn: _Turn, code: str) -> AgentResult:
+        log.exception("agent %s failed: %s", spec.name, type(exc).__name__, exc_info=exc)
+        text = "Sorry, something went wrong while handling that. Please try again."
+        if turn.sink is not None:
+            turn.sink(ErrorEvent(message=text, code=code))
+        turn.say(text)
+        return AgentResult(status=AgentStatus.FAILED, agent_name=spec.name, error=type(exc).__name__)
+
+    async def _cancel(
+        self, spec: AgentSpec, record: ConversationRecord, key: ConversationKey, turn: _Turn
+    ) -> AgentResult:
+        turn.state(spec.name, record.status, AgentStatus.CANCELLED)
+        record.status = AgentStatus.CANCELLED
+        record.asking = None
+        record.updated_at = time.time()
+        await self.store.save(key, record)
+        turn.say(f"Cancelled: {spec.description}.".replace("..", "."))
+        return self._stamp(AgentResult(status=AgentStatus.CANCELLED, agent_name=spec.name), key, turn)
+
+
+def _make_slot_extractor(llm_client: Any) -> Any:
+    try:
+        from flowagents.llm.slots import LLMSlotExtractor
+    except ImportError:
+        return None
+    return LLMSlotExtractor(llm_client)

@@ -1,0 +1,36 @@
+"""Builds the router named by `Orchestrator(routing_strategy=...)`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowagents.errors import ConfigurationError
+from flowagents.routing.base import Router
+from flowagents.routing.triggers import TriggerRouter
+
+STRATEGIES = ("trigger", "llm", "hybrid", "semantic")
+
+
+def make_router(strategy: str | Router, *, llm_client: Any = None, embedder: Any = None) -> Router:
+    """A router for a strategy name, or the given router object itself."""
+    if not isinstance(strategy, str):
+        return strategy
+    if strategy == "trigger":
+        return TriggerRouter()
+    if strategy in ("llm", "hybrid"):
+        if llm_client is None:
+            raise ConfigurationError(
+                f"routing_strategy={strategy!r} needs an LLM: pass llm_client=OpenAIClient(...) "
+                "(or set OPENAI_API_KEY for the bot)."
+            )
+        from flowagents.routing import llm as llm_routing
+
+        factory = llm_routing.LLMRouter if strategy == "llm" else llm_routing.HybridRouter
+        return factory(llm_client, embedder=embedder) if strategy == "hybrid" else factory(llm_client)  # type: ignore[no-any-return]
+    if strategy == "semantic":
+        from flowagents.routing import semantic
+
+        return semantic.SemanticRouter(embedder=embedder)  # type: ignore[no-any-return]
+    raise ConfigurationError(
+        f"Unknown routing_strategy {strategy!r}; use one of {', '.join(STRATEGIES)} or a Router object."
+    )

@@ -1,0 +1,212 @@
+"""Trigger routing: whole-word phrase matching compiled once into a token trie.
+
+A trigger matches when its words appear in the message in the same order, case-insensitively and as
+whole words, tolerating simple inflections (book/booking, table/tables), punctuation, and up to two small
+filler words between trigger words ("book table" matches "I need to book a table"). Filler words of the
+trigger itself may be left out by the user. Matching walks the trie from each message position, so its
+cost depends on the message length, not on the number of agents or triggers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from flowagents.routing.base import AgentProfile, RoutingDecision
+
+_TOKEN = re.compile(r"[a-z0-9']+")
+
+FILLER_WORDS = frozenset(
+    "a an the my me our your their this that some any to for of i we us please just in on at with".split()
+)
+"""Small words that may stand between trigger words, or be left out of a trigger."""
+
+MAX_GAP = 2
+"""How many filler words may stand between two trigger words."""
+
+
+
+@lru_cache(maxsize=65536)
+def stem(token: str) -> str:
+    """A light, deterministic English stemmer: enough for book/booking/booked, table/tables, reply/replies."""
+    t = token.strip("'")
+    if t.endswith("'s"):
+        t = t[:-2]
+    if len(t) > 5 and t.endswith("ing"):
+        t = t[:-3]
+        if len(t) > 2 and t[-1] == t[-2] and t[-1] not in "aeiouls":
+            t = t[:-1]
+    elif len(t) > 4 and t.endswith("ies"):
+        t = t[:-3] + "y"
+    elif len(t) > 4 and t.endswith(("ches", "shes", "sses", "xes", "zes")):
+        t = t[:-2]
+    elif len(t) > 3 and t.endswith("s") and not t.endswith(("ss", "us", "is")):
+        t = t[:-1]
+    elif len(t) > 4 and t.endswith("ed"):
+        t = t[:-2]
+        if len(t) > 2 and t[-1] == t[-2] and t[-1] not in "aeiouls":
+            t = t[:-1]
+    if len(t) > 3 and t.endswith("e"):
+        t = t[:-1]
+    return t
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens, punctuation dropped."""
+    return _TOKEN.findall(text.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class _Trigger:
+    agent: str
+    text: str
+    words: int
+    order: int
+
+
+class _Node:
+    __slots__ = ("children", "fillers", "raw", "terminal")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.fillers: list[_Node] = []  # children reached by a filler word the user may leave out
+        self.raw: set[str] = set()  # the unstemmed spellings of the word that leads here
+        self.terminal: list[_Trigger] = []
+
+
+@dataclass(slots=True)
+class TriggerMatch:
+    """One trigger found in a message."""
+
+    agent: str
+    trigger: str
+    words: int
+    """Number of words in the trigger: more words, more specific."""
+    penalty: int
+    """Inflected words, skipped filler words and left-out trigger fillers; 0 for an exact phrase."""
+    order: int
+    """Registration order, for a deterministic tie-break."""
+
+    @property
+    def confidence(self) -> float:
+        return max(0.6, 1.0 - 0.05 * self.penalty)
+
+
+_MAX_PENALTY = 6
+
+
+class TriggerIndex:
+    """All triggers of all agents, compiled into one trie of stemmed tokens."""
+
+    def __init__(self, agents: Sequence[AgentProfile] = ()) -> None:
+        self._root = _Node()
+        self._count = 0
+        for agent in agents:
+            for trigger in agent.triggers:
+                self.add(agent.name, trigger)
+
+    def add(self, agent: str, trigger: str) -> None:
+        """Compile one more trigger."""
+        words = tokenize(trigger)
+        if not words:
+            return
+        node = self._root
+        for word in words:
+            key = stem(word)
+            child = node.children.get(key)
+            if child is None:
+                child = node.children[key] = _Node()
+                if word in FILLER_WORDS:
+                    node.fillers.append(child)
+            child.raw.add(word)
+            node = child
+        node.terminal.append(_Trigger(agent, trigger, len(words), self._count))
+        self._count += 1
+
+    def find(self, message: str) -> list[TriggerMatch]:
+        """Every trigger occurring in the message (its best occurrence)."""
+        raw = tokenize(message)
+        if not raw:
+            return []
+        stems = [stem(t) for t in raw]
+        best: dict[int, TriggerMatch] = {}
+        root = self._root
+        for start in range(len(raw)):
+            first = root.children.get(stems[start])
+            if first is not None:
+                self._walk(first, raw, stems, start + 1, 0 if raw[start] in first.raw else 1, best)
+            for skipped in root.fillers:  # the user left out the trigger's leading filler word
+                nxt = skipped.children.get(stems[start])
+                if nxt is not None:
+                    self._walk(nxt, raw, stems, start + 1, 1 + (raw[start] not in nxt.raw), best)
+        return list(best.values())
+
+    def _walk(
+        self,
+        node: _Node,
+        raw: list[str],
+        stems: list[str],
+        pos: int,
+        penalty: int,
+        best: dict[int, TriggerMatch],
+    ) -> None:
+        for trig in node.terminal:
+            seen = best.get(trig.order)
+            if seen is None or seen.penalty > penalty:
+                best[trig.order] = TriggerMatch(trig.agent, trig.text, trig.words, penalty, trig.order)
+        if penalty > _MAX_PENALTY:
+            return
+        n = len(raw)
+        # The next trigger word, possibly after up to MAX_GAP filler words of the message.
+        for gap in range(MAX_GAP + 1):
+            j = pos + gap
+            if j >= n:
+                break
+            child = node.children.get(stems[j])
+            if child is not None:
+                self._walk(child, raw, stems, j + 1, penalty + gap + (raw[j] not in child.raw), best)
+            if raw[j] not in FILLER_WORDS:
+                break
+        for child in node.fillers:  # a filler word of the trigger left out by the user
+            self._walk(child, raw, stems, pos, penalty + 1, best)
+
+
+def pick(matches: Sequence[TriggerMatch], candidates: frozenset[str] | None = None) -> RoutingDecision | None:
+    """The most specific allowed match: most words, then exactness, then registration order.
+
+    Two different agents tied on words and exactness lower the confidence (an ambiguous match).
+    """
+    allowed = [m for m in matches if candidates is None or m.agent in candidates]
+    if not allowed:
+        return None
+    allowed.sort(key=lambda m: (-m.words, m.penalty, m.order))
+    top = allowed[0]
+    confidence = top.confidence
+    for other in allowed[1:]:
+        if other.agent != top.agent:
+            if other.words == top.words and other.penalty == top.penalty:
+                confidence = min(confidence, 0.5)
+            break
+    return RoutingDecision(
+        agent_type=top.agent, confidence=confidence, strategy="trigger", reason=f"trigger {top.trigger!r}"
+    )
+
+
+class TriggerRouter:
+    """The default strategy: routes by `@flowagent(triggers=...)`."""
+
+    name = "trigger"
+
+    def __init__(self) -> None:
+        self.index = TriggerIndex()
+
+    async def setup(self, agents: Sequence[AgentProfile]) -> None:
+        self.index = TriggerIndex(agents)
+
+    async def route(
+        self, message: str, context: dict[str, Any], candidates: frozenset[str]
+    ) -> RoutingDecision | None:
+        return pick(self.index.find(message), candidates)

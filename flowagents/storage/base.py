@@ -1,0 +1,141 @@
+"""The two small interfaces behind conversation state: a store and an event isolation (lock).
+
+A store keeps one `ConversationRecord` per conversation key and remembers which platform deliveries it
+has already processed. An isolation makes the turns of one conversation run one at a time. A
+`KeyBuilder` alone decides how keys are shaped for stores that need string keys.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, Field
+
+from flowagents.results import AgentStatus
+
+SCHEMA_VERSION = 1
+"""Version of `ConversationRecord`'s serialised form; bump it when the shape changes."""
+
+
+class ConversationKey(NamedTuple):
+    """Identifies one conversation: (tenant, conversation, user)."""
+
+    tenant_id: str
+    conversation_id: str
+    user_id: str
+
+
+class ConversationRecord(BaseModel):
+    """Everything the orchestrator keeps between turns of one conversation."""
+
+    agent: str
+    """Name of the agent that owns the conversation."""
+    status: AgentStatus
+    """The agent's status."""
+    values: dict[str, Any] = Field(default_factory=dict)
+    """Filled field values, already validated (JSON-compatible after `model_dump(mode="json")`)."""
+    asking: str | None = None
+    """The field whose answer the agent waits for."""
+    attempts: int = 0
+    """Invalid answers given so far to the field being asked."""
+    created_at: float
+    """Unix time the agent started."""
+    updated_at: float
+    """Unix time of the last change."""
+    version: int = SCHEMA_VERSION
+    """Schema version of this record."""
+
+
+class KeyBuilder:
+    """Shapes string keys for stores that need them (Redis, SQL). Parts are escaped so no two keys collide."""
+
+    def __init__(self, prefix: str = "flowagents", separator: str = ":") -> None:
+        self.prefix = prefix
+        self.separator = separator
+
+    def _escape(self, part: str) -> str:
+        return part.replace("%", "%25").replace(self.separator, "%3A")
+
+    def conversation(self, key: ConversationKey) -> str:
+        """The key of a conversation's record."""
+        parts = (self.prefix, "conv", *(self._escape(p) for p in key))
+        return self.separator.join(parts)
+
+    def lock(self, key: ConversationKey) -> str:
+        """The key of a conversation's lock."""
+        return self.conversation(key) + self.separator + "lock"
+
+    def delivery(self, delivery_id: str) -> str:
+        """The key remembering a platform delivery id."""
+        return self.separator.join((self.prefix, "delivery", self._escape(delivery_id)))
+
+    def parse_conversation(self, raw: str) -> ConversationKey:
+        """Inverse of `conversation`."""
+        parts = raw.split(self.separator)
+        tenant, conversation, user = (
+            p.replace("%3A", self.separator).replace("%25", "%") for p in parts[-3:]
+        )
+        return ConversationKey(tenant, conversation, user)
+
+
+class ConversationStore(ABC):
+    """Keeps conversation records and processed delivery ids.
+
+    Async methods are on the hot path. `snapshot` and `purge_finished` are synchronous admin calls that
+    back `Orchestrator.get_active_agents` / `cleanup_completed_agents`; they may block briefly.
+    """
+
+    idle_ttl_seconds: float
+    """A conversation waiting for input longer than this expires on its own."""
+    finished_ttl_seconds: float
+    """A finished agent's record is kept this long for the agent pool, then expires."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect; called by `Orchestrator.initialize`."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    @abstractmethod
+    async def load(self, key: ConversationKey) -> ConversationRecord | None:
+        """The conversation's record, or None when there is none (or it expired)."""
+
+    @abstractmethod
+    async def save(self, key: ConversationKey, record: ConversationRecord) -> None:
+        """Store the record (replacing any previous one)."""
+
+    @abstractmethod
+    async def delete(self, key: ConversationKey) -> None:
+        """Forget the conversation."""
+
+    @abstractmethod
+    async def claim_delivery(self, delivery_id: str, lease_seconds: float) -> bool:
+        """Mark a delivery as in progress. False when it is already done or in progress elsewhere.
+
+        A claim whose worker died expires after `lease_seconds`, so a redelivery is processed then.
+        """
+
+    @abstractmethod
+    async def finish_delivery(self, delivery_id: str, keep_seconds: float) -> None:
+        """Mark a claimed delivery as done and remember it for `keep_seconds`."""
+
+    @abstractmethod
+    def snapshot(self, tenant_id: str | None = None) -> list[tuple[ConversationKey, ConversationRecord]]:
+        """All live records (of one tenant, or every tenant)."""
+
+    @abstractmethod
+    def purge_finished(self, max_age_seconds: float) -> int:
+        """Delete records of finished agents last changed more than `max_age_seconds` ago; return how many."""
+
+
+class EventIsolation(ABC):
+    """Makes the turns of one conversation run one at a time, in arrival order."""
+
+    @abstractmethod
+    def lock(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation for one turn."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""

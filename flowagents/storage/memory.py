@@ -1,0 +1,127 @@
+"""In-process store and lock: the default for tests and single-process bots without persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+
+from flowagents.storage.base import (
+    ConversationKey,
+    ConversationRecord,
+    ConversationStore,
+    EventIsolation,
+)
+
+
+class MemoryStore(ConversationStore):
+    """Keeps records in a dict. State is lost when the process stops."""
+
+    def __init__(self, *, idle_ttl_seconds: float = 24 * 3600, finished_ttl_seconds: float = 3600) -> None:
+        self.idle_ttl_seconds = idle_ttl_seconds
+        self.finished_ttl_seconds = finished_ttl_seconds
+        self._records: dict[ConversationKey, ConversationRecord] = {}
+        self._deliveries: dict[str, tuple[bool, float]] = {}  # id -> (done, expires_at)
+
+    def _expired(self, record: ConversationRecord, now: float) -> bool:
+        ttl = self.finished_ttl_seconds if record.status.is_terminal else self.idle_ttl_seconds
+        return now - record.updated_at > ttl
+
+    async def load(self, key: ConversationKey) -> ConversationRecord | None:
+        record = self._records.get(key)
+        if record is not None and self._expired(record, time.time()):
+            del self._records[key]
+            return None
+        return record
+
+    async def save(self, key: ConversationKey, record: ConversationRecord) -> None:
+        self._records[key] = record
+
+    async def delete(self, key: ConversationKey) -> None:
+        self._records.pop(key, None)
+
+    async def claim_delivery(self, delivery_id: str, lease_seconds: float) -> bool:
+        now = time.monotonic()
+        seen = self._deliveries.get(delivery_id)
+        if seen is not None and seen[1] > now:
+            return False
+        if len(self._deliveries) > 10_000:
+            self._deliveries = {k: v for k, v in self._deliveries.items() if v[1] > now}
+        self._deliveries[delivery_id] = (False, now + lease_seconds)
+        return True
+
+    async def finish_delivery(self, delivery_id: str, keep_seconds: float) -> None:
+        self._deliveries[delivery_id] = (True, time.monotonic() + keep_seconds)
+
+    def snapshot(self, tenant_id: str | None = None) -> list[tuple[ConversationKey, ConversationRecord]]:
+        now = time.time()
+        return [
+            (key, record)
+            for key, record in self._records.items()
+            if (tenant_id is None or key.tenant_id == tenant_id) and not self._expired(record, now)
+        ]
+
+    def purge_finished(self, max_age_seconds: float) -> int:
+        now = time.time()
+        doomed = [
+            key
+            for key, record in self._records.items()
+            if (record.status.is_terminal and now - record.updated_at > max_age_seconds)
+            or self._expired(record, now)
+        ]
+        for key in doomed:
+            del self._records[key]
+        return len(doomed)
+
+
+class _KeyLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _Held:
+    __slots__ = ("_entry", "_key", "_owner")
+
+    def __init__(self, owner: MemoryIsolation, key: ConversationKey) -> None:
+        self._owner = owner
+        self._key = key
+        self._entry: _KeyLock | None = None
+
+    async def __aenter__(self) -> None:
+        locks = self._owner._locks
+        entry = locks.get(self._key)
+        if entry is None:
+            entry = locks[self._key] = _KeyLock()
+        entry.users += 1
+        self._entry = entry
+        try:
+            await entry.lock.acquire()
+        except BaseException:
+            self._release_user()
+            raise
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._entry is not None
+        self._entry.lock.release()
+        self._release_user()
+
+    def _release_user(self) -> None:
+        assert self._entry is not None
+        self._entry.users -= 1
+        if self._entry.users == 0:
+            self._owner._locks.pop(self._key, None)
+
+
+class MemoryIsolation(EventIsolation):
+    """One FIFO `asyncio.Lock` per busy conversation; entries vanish when nobody waits."""
+
+    def __init__(self) -> None:
+        self._locks: dict[ConversationKey, _KeyLock] = {}
+
+    def lock(self, key: ConversationKey) -> _Held:
+        return _Held(self, key)

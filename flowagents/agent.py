@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -128,16 +129,12 @@ def flowagent(
         if not (isinstance(cls, type) and issubclass(cls, StandardAgent)):
             raise AgentDefinitionError("@flowagent decorates a subclass of StandardAgent.")
         agent_name = name or cls.__name__
-        try:
-            hints = typing.get_type_hints(cls)
-        except Exception:
-            hints = dict(getattr(cls, "__annotations__", {}))
         fields: list[InputField] = []
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 if isinstance(value, InputField):
                     fields = [f for f in fields if f.name != attr]
-                    value.bind(hints.get(attr))
+                    value.bind(_field_annotation(klass, attr))
                     fields.append(value)
         doc = inspect.getdoc(cls) if cls.__doc__ else None
         spec = AgentSpec(
@@ -162,6 +159,20 @@ def flowagent(
         return cls
 
     return decorate
+
+
+def _field_annotation(klass: type, attr: str) -> Any:
+    """The evaluated annotation of one field (string annotations resolved in the class's module)."""
+    annotation = klass.__dict__.get("__annotations__", {}).get(attr)
+    if not isinstance(annotation, str):
+        return annotation
+    module = sys.modules.get(klass.__module__)
+    try:
+        return eval(annotation, dict(vars(module)) if module else {})  # noqa: S307 - the class's own annotation
+    except Exception as exc:
+        raise AgentDefinitionError(
+            f"{klass.__name__}.{attr}: cannot resolve the type annotation {annotation!r} ({exc})."
+        ) from None
 
 
 def registered_agents() -> list[type[StandardAgent]]:

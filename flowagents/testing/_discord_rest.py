@@ -33,12 +33,18 @@ class Request:
         return int(self.params[name])
 
 
+def jresp(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response with Discord's exact ``Content-Type: application/json`` (discord.py checks it)."""
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    return web.Response(body=json.dumps(data).encode(), status=status, headers=hdrs)
+
+
 def error(status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> web.Response:
     """A Discord JSON error response."""
     body: dict[str, Any] = {"message": message, "code": code}
     if errors:
         body["errors"] = errors
-    return web.json_response(body, status=status)
+    return jresp(body, status=status)
 
 
 def form_error(field: str, code: str, message: str) -> web.Response:
@@ -109,6 +115,7 @@ class RestApi:
             ("GET", r"/gateway", self.gateway),
             ("GET", r"/users/@me", self.me),
             ("GET", r"/applications/@me", self.application),
+            ("GET", r"/oauth2/applications/@me", self.application),
             ("GET", r"/applications/(?P<app>\d+)/commands", self.get_commands),
             ("PUT", r"/applications/(?P<app>\d+)/commands", self.put_commands),
             ("GET", r"/applications/(?P<app>\d+)/guilds/(?P<guild>\d+)/commands", self.get_commands),
@@ -226,27 +233,27 @@ class RestApi:
         hdrs.update({"Retry-After": str(max(1, math.ceil(wait))), "X-RateLimit-Scope": scope, "Via": "1.1 google"})
         if is_global:
             hdrs["X-RateLimit-Global"] = "true"
-        return web.json_response(body, status=429, headers=hdrs)
+        return jresp(body, status=429, headers=hdrs)
 
     # -- misc -----------------------------------------------------------------------------------------
 
     async def gateway_bot(self, req: Request) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}
-        return web.json_response(
+        return jresp(
             {"url": self.gateway_url(), "shards": self.world.config.recommended_shards, "session_start_limit": limit}
         )
 
     async def gateway(self, req: Request) -> web.Response:
-        return web.json_response({"url": self.gateway_url()})
+        return jresp({"url": self.gateway_url()})
 
     async def me(self, req: Request) -> web.Response:
         user = self.world.bot_user()
         user.update({"verified": True, "mfa_enabled": False, "flags": 0, "locale": "en-US"})
-        return web.json_response(user)
+        return jresp(user)
 
     async def application(self, req: Request) -> web.Response:
         w = self.world
-        return web.json_response(
+        return jresp(
             {
                 "id": str(w.application_id),
                 "name": w.config.bot_name,
@@ -266,7 +273,7 @@ class RestApi:
 
     async def get_commands(self, req: Request) -> web.Response:
         guild = req.params.get("guild")
-        return web.json_response(self.world.commands.get(int(guild) if guild else None, []))
+        return jresp(self.world.commands.get(int(guild) if guild else None, []))
 
     async def put_commands(self, req: Request) -> web.Response:
         if int(req.params["app"]) != self.world.application_id:
@@ -290,13 +297,13 @@ class RestApi:
             stored.setdefault("options", [])
             out.append(stored)
         self.world.commands[guild_id] = out
-        return web.json_response(out)
+        return jresp(out)
 
     async def get_channel(self, req: Request) -> web.Response:
         channel = self.world.channels.get(req.int("channel"))
         if channel is None:
             return error(404, 10003, "Unknown Channel")
-        return web.json_response(channel.to_payload())
+        return jresp(channel.to_payload())
 
     async def typing(self, req: Request) -> web.Response:
         if req.int("channel") not in self.world.channels:
@@ -307,7 +314,7 @@ class RestApi:
         user_id = int((req.body or {}).get("recipient_id", 0))
         if not user_id:
             return form_error("recipient_id", "BASE_TYPE_REQUIRED", "This field is required")
-        return web.json_response(self.world.dm_channel(user_id).to_payload())
+        return jresp(self.world.dm_channel(user_id).to_payload())
 
     # -- channel messages -----------------------------------------------------------------------------
 
@@ -354,7 +361,7 @@ class RestApi:
         if ref and int(ref) not in self.world.messages and body["message_reference"].get("fail_if_not_exists", True):
             return form_error("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
         msg = self._new_message(channel_id, body)
-        return web.json_response(self.world.message_payload(msg))
+        return jresp(self.world.message_payload(msg))
 
     def _channel_message(self, req: Request) -> FakeMessage | web.Response:
         msg = self.world.messages.get(req.int("mid"))
@@ -366,7 +373,7 @@ class RestApi:
         msg = self._channel_message(req)
         if isinstance(msg, web.Response):
             return msg
-        return web.json_response(self.world.message_payload(msg))
+        return jresp(self.world.message_payload(msg))
 
     async def edit_message(self, req: Request) -> web.Response:
         msg = self._channel_message(req)
@@ -378,7 +385,7 @@ class RestApi:
         if bad is not None:
             return bad
         self._apply_edit(msg, req.body or {})
-        return web.json_response(self.world.message_payload(msg))
+        return jresp(self.world.message_payload(msg))
 
     async def delete_message(self, req: Request) -> web.Response:
         msg = self._channel_message(req)
@@ -443,7 +450,7 @@ class RestApi:
         }
         if msg is not None and cb_type in (4, 5, 7):
             out["resource"] = {"type": cb_type, "message": self.world.message_payload(msg)}
-        return web.json_response(out)
+        return jresp(out)
 
     def _webhook_message(self, params: dict[str, str]) -> FakeMessage | web.Response:
         if int(params["app"]) != self.world.application_id:
@@ -465,7 +472,7 @@ class RestApi:
         msg = self._webhook_message(req.params)
         if isinstance(msg, web.Response):
             return msg
-        return web.json_response(self.world.message_payload(msg))
+        return jresp(self.world.message_payload(msg))
 
     async def edit_webhook_msg(self, req: Request) -> web.Response:
         msg = self._webhook_message(req.params)
@@ -475,7 +482,7 @@ class RestApi:
         if bad is not None:
             return bad
         self._apply_edit(msg, req.body or {})
-        return web.json_response(self.world.message_payload(msg))
+        return jresp(self.world.message_payload(msg))
 
     async def delete_webhook_msg(self, req: Request) -> web.Response:
         msg = self._webhook_message(req.params)
@@ -506,4 +513,4 @@ class RestApi:
             inter.followup_ids.append(msg.id)
         if req.raw.query.get("wait") not in ("1", "true", "True"):
             return web.Response(status=204)
-        return web.json_response(self.world.message_payload(msg))
+        return jresp(self.world.message_payload(msg))

@@ -10,6 +10,7 @@ import base64
 import itertools
 import json
 import math
+import re
 import secrets
 import time
 from collections import deque
@@ -263,11 +264,16 @@ class FakeSlack:
         return "\n".join(m.text for m in self.bot_messages(team_id=team_id, channel=channel, thread_ts=thread_ts))
 
     async def wait_for(self, predicate: Callable[[], object], *, timeout: float = 10.0) -> None:
-        """Wait until ``predicate()`` is truthy; re-checked after every API call, ack and delivery."""
+        """Wait until ``predicate()`` is truthy (checked after every API call, ack and delivery, and every 20 ms)."""
 
         async def _wait() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: bool(predicate()))
+            # Re-checked on every change of the fake, and every 20 ms for changes made elsewhere.
+            while not predicate():
+                async with self._changed:
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), 0.02)
+                    except TimeoutError:
+                        pass
 
         try:
             await asyncio.wait_for(_wait(), timeout)
@@ -488,8 +494,10 @@ class FakeSlack:
             location = resp.headers.get("Location")
             if location is None:  # an install page with a link instead of a redirect
                 html = await resp.text()
-                start = html.index('href="') + len('href="')
-                location = html[start : html.index('"', start)].replace("&amp;", "&")
+                found = re.search(r'href="([^"]*/oauth/v2/authorize[^"]*)"', html)
+                if found is None:
+                    raise AssertionError(f"no Slack authorize link on the install page {install_url}")
+                location = found.group(1).replace("&amp;", "&")
         async with self._http.get(location, allow_redirects=False) as resp:
             callback = resp.headers["Location"]
         cookie_header = "; ".join(f"{k}={v}" for k, v in cookies.items())

@@ -41,6 +41,7 @@ from flowagents.testing._slack_fake import (
     TierLimit,
     Workspace,
 )
+from flowagents.testing._slack_harness import SlackTestBot
 
 __all__ = [
     "SLACK_TIER_LIMITS",
@@ -50,6 +51,7 @@ __all__ = [
     "FakeMessage",
     "FakeSlack",
     "TierLimit",
+    "SlackTestBot",
     "Workspace",
     "fake_slack",
 ]

@@ -1,0 +1,6 @@
+"""The agents the bot ships with. Importing this package registers them."""
+
+from agents.booking import BookingAgent
+from agents.leave import LeaveAgent
+
+__all__ = ["BookingAgent", "LeaveAgent"]

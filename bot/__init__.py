@@ -1,0 +1,1 @@
+"""The runnable flowagents bot: `python -m bot`."""

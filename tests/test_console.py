@@ -1,0 +1,52 @@
+"""`python -m bot` with no platform token: the console channel, driven through a pipe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bot(lines: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "OPENAI_", "FLOWAGENTS_"))}
+    clean.update({"FLOWAGENTS_STORE": "memory", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "bot"], input="\n".join(lines) + "\n", capture_output=True, text=True,
+        cwd=ROOT, env=clean, timeout=60,
+    )
+
+
+def test_console_answers_each_line_and_exits_zero() -> None:
+    proc = run_bot(["I need to book a table", "4", "2099-12-24", "7pm", "what's the weather?"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "How many guests?",
+        "For which date? (for example 2026-12-24, tomorrow or friday)",
+        "At what time? (for example 19:30 or 7pm)",
+        "Booked! A table for 4 on Thursday 24 December 2099 at 19:00.",
+        "Sorry, I didn't get that.",
+    ]
+
+
+def test_console_multi_turn_leave_with_switch_and_cancel() -> None:
+    proc = run_bot(["book a table", "time off", "cancel", "time off", "2099-01-02", "2099-01-01", "trip"])
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[:4] == ["How many guests?", "Start date?", "Cancelled: Request time off.", "Start date?"]
+    assert out[-1].startswith("The end date is before the start date")
+
+
+def test_unknown_agent_module_stops_with_one_clear_line() -> None:
+    proc = run_bot(["hi"], FLOWAGENTS_AGENTS="no_such_module")
+    assert proc.returncode == 2
+    assert "FLOWAGENTS_AGENTS" in proc.stderr and "no_such_module" in proc.stderr
+
+
+def test_bad_slack_token_is_named_without_echoing_it() -> None:
+    proc = run_bot(["hi"], SLACK_BOT_TOKEN="not-a-token-secret123")
+    assert proc.returncode == 2
+    assert "SLACK_BOT_TOKEN" in proc.stderr and "xoxb-" in proc.stderr
+    assert "secret123" not in proc.stderr

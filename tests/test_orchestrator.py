@@ -1,0 +1,289 @@
+"""The orchestrator's behaviour as a bot user sees it: routing, slot filling, switching, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from flowagents import (
+    AgentResult,
+    AgentStatus,
+    InputField,
+    MessageChunkEvent,
+    Orchestrator,
+    ResultEvent,
+    StandardAgent,
+    flowagent,
+)
+from flowagents.errors import AgentDefinitionError, ConfigurationError
+
+
+@flowagent(triggers=["book table", "reservation"], name="TestBooking", description="Book a table")
+class Booking(StandardAgent):
+    guests: int = InputField("How many guests?", max_attempts=2)
+    day: dt.date = InputField("Which day?")
+
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(raw_message=f"Booked for {self.guests} on {self.day.isoformat()}.")
+
+
+@flowagent(triggers=["time off", "leave request"], name="TestLeave", description="Request time off")
+class Leave(StandardAgent):
+    start: str = InputField("Start date?")
+
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(raw_message=f"Leave from {self.start} submitted.")
+
+
+@flowagent(triggers=["pick a size"], name="TestSize")
+class Size(StandardAgent):
+    size = InputField("Which size?", choices=["small", "medium", "large"])
+
+    async def on_running(self, msg: str) -> str:
+        return f"You chose {self.size}."
+
+
+@flowagent(triggers=["tell a story"], name="TestStory")
+class Story(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        for word in ("Once ", "upon ", "a ", "time."):
+            yield word
+
+
+@flowagent(triggers=["hang forever"], name="TestSlow", timeout=0.05)
+class Slow(StandardAgent):
+    async def on_running(self, msg: str) -> AgentResult:
+        await asyncio.sleep(30)
+        return self.make_result(raw_message="never")
+
+
+@flowagent(triggers=["explode"], name="TestBroken")
+class Broken(StandardAgent):
+    async def on_running(self, msg: str) -> AgentResult:
+        raise RuntimeError("database password is hunter2")
+
+
+@flowagent(triggers=["count"], name="TestCounter")
+class Counter(StandardAgent):
+    n = InputField("n?")
+
+    async def on_running(self, msg: str) -> str:
+        await asyncio.sleep(0)
+        return f"got {self.n}"
+
+
+ALL = [Booking, Leave, Size, Story, Slow, Broken, Counter]
+
+
+@pytest.fixture
+async def orch() -> AsyncIterator[Orchestrator]:
+    o = Orchestrator(agents=ALL)
+    await o.initialize()
+    yield o
+    await o.close()
+
+
+async def test_slot_filling_converts_types_and_completes(orch: Orchestrator) -> None:
+    r = await orch.process("I need to book a table", tenant_id="t", user_id="u")
+    assert (r.agent_name, r.status, r.field, r.raw_message) == (
+        "TestBooking", AgentStatus.WAITING_FOR_INPUT, "guests", "How many guests?")
+    r = await orch.process("four of us", tenant_id="t", user_id="u")
+    assert r.field == "day"
+    r = await orch.process("2030-01-02", tenant_id="t", user_id="u")
+    assert r.status is AgentStatus.COMPLETED
+    assert r.raw_message == "Booked for 4 on 2030-01-02."
+    assert r.data == {"guests": 4, "day": dt.date(2030, 1, 2)}
+
+
+async def test_values_in_the_triggering_message_are_taken(orch: Orchestrator) -> None:
+    r = await orch.process("book a table for 6 on 2030-05-01", tenant_id="t", user_id="u")
+    assert r.status is AgentStatus.COMPLETED and r.raw_message == "Booked for 6 on 2030-05-01."
+
+
+async def test_invalid_answer_is_reasked_with_reason_then_gives_up(orch: Orchestrator) -> None:
+    await orch.process("reservation", tenant_id="t", user_id="u")
+    r = await orch.process("lots", tenant_id="t", user_id="u")
+    assert r.status is AgentStatus.WAITING_FOR_INPUT
+    assert r.raw_message == "Please answer with a whole number. How many guests?"
+    r = await orch.process("many many", tenant_id="t", user_id="u")
+    assert r.status is AgentStatus.FAILED and "start again" in r.raw_message
+    # The conversation is free again: a new message routes normally.
+    r = await orch.process("hello there", tenant_id="t", user_id="u")
+    assert r.no_match and r.raw_message == "Sorry, I didn't get that."
+
+
+async def test_choices_accept_only_listed_values(orch: Orchestrator) -> None:
+    r = await orch.process("pick a size", tenant_id="t", user_id="u")
+    assert r.choices == ["small", "medium", "large"]
+    r = await orch.process("huge", tenant_id="t", user_id="u")
+    assert r.raw_message.startswith("Please choose one of: small, medium, large.")
+    r = await orch.process("Medium please", tenant_id="t", user_id="u")
+    assert r.raw_message == "You chose medium."
+
+
+async def test_another_trigger_takes_over_and_cancel_confirms(orch: Orchestrator) -> None:
+    await orch.process("book a table", tenant_id="t", user_id="u")
+    r = await orch.process("Request time off", tenant_id="t", user_id="u")
+    assert r.agent_name == "TestLeave" and r.field == "start"
+    r = await orch.process("cancel", tenant_id="t", user_id="u")
+    assert r.status is AgentStatus.CANCELLED and r.raw_message == "Cancelled: Request time off."
+    assert orch.get_active_agents(tenant_id="t") == []
+
+
+async def test_answer_containing_own_trigger_words_stays_with_agent(orch: Orchestrator) -> None:
+    await orch.process("time off", tenant_id="t", user_id="u")
+    r = await orch.process("monday, my leave request starts then", tenant_id="t", user_id="u")
+    assert r.status is AgentStatus.COMPLETED and r.raw_message.startswith("Leave from monday")
+
+
+async def test_tenants_are_isolated(orch: Orchestrator) -> None:
+    await orch.process("book a table", tenant_id="a", user_id="same")
+    r = await orch.process("5", tenant_id="b", user_id="same")
+    assert r.no_match  # tenant b has no open conversation for this user
+    assert [a.tenant_id for a in orch.get_active_agents(tenant_id="a")] == ["a"]
+    assert orch.get_active_agents(tenant_id="b") == []
+    r = await orch.process("5", tenant_id="a", user_id="same")
+    assert r.field == "day"
+
+
+async def test_conversation_id_separates_threads_of_one_user(orch: Orchestrator) -> None:
+    await orch.process("book a table", tenant_id="t", user_id="u", conversation_id="thread-1")
+    r = await orch.process("3", tenant_id="t", user_id="u", conversation_id="thread-2")
+    assert r.no_match
+    r = await orch.process("3", tenant_id="t", user_id="u", conversation_id="thread-1")
+    assert r.field == "day"
+
+
+async def test_timeout_and_exception_give_safe_results_and_others_continue(orch: Orchestrator) -> None:
+    slow, broken, other = await asyncio.gather(
+        orch.process("hang forever", tenant_id="t", user_id="a"),
+        orch.process("explode", tenant_id="t", user_id="b"),
+        orch.process("tell a story", tenant_id="t", user_id="c"),
+    )
+    assert slow.status is AgentStatus.TIMED_OUT and "took too long" in slow.raw_message
+    assert broken.status is AgentStatus.FAILED and broken.error == "RuntimeError"
+    assert "hunter2" not in broken.raw_message and "Traceback" not in broken.raw_message
+    assert other.raw_message == "Once upon a time."
+
+
+async def test_stream_chunks_match_process_text(orch: Orchestrator) -> None:
+    for text in ("tell a story", "book a table", "nonsense words", "explode"):
+        direct = await orch.process(text, tenant_id="p", user_id="x")
+        chunks: list[str] = []
+        final: AgentResult | None = None
+        async for event in orch.process_stream(text, tenant_id="s", user_id="x"):
+            if isinstance(event, MessageChunkEvent):
+                chunks.append(event.content)
+            elif isinstance(event, ResultEvent):
+                final = event.result
+        assert final is not None
+        assert "".join(chunks) == final.raw_message == direct.raw_message
+
+
+async def test_streaming_agent_yields_chunks_in_order(orch: Orchestrator) -> None:
+    events = [e async for e in orch.process_stream("tell a story", tenant_id="t", user_id="u")]
+    kinds = [e.type for e in events]
+    assert kinds[0] == "routing" and kinds[-1] == "result"
+    assert [e.content for e in events if isinstance(e, MessageChunkEvent)] == ["Once ", "upon ", "a ", "time."]
+
+
+async def test_messages_of_one_conversation_run_in_order(orch: Orchestrator) -> None:
+    async def conversation(i: int) -> list[str]:
+        sends = [orch.process(t, tenant_id="t", user_id=f"user{i}")
+                 for t in ["count", *(f"v{j}" for j in range(9))]]
+        return [r.raw_message for r in await asyncio.gather(*sends)]
+
+    replies = await asyncio.gather(*(conversation(i) for i in range(100)))
+    for r in replies:
+        # trigger -> question, then v0 answers it, then v1..v8 find no open agent
+        assert r[0] == "n?" and r[1] == "got v0"
+        assert r[2:] == ["Sorry, I didn't get that."] * 8
+
+
+async def test_should_process_false_changes_nothing() -> None:
+    class Guarded(Orchestrator):
+        async def should_process(self, message: str, context: dict[str, Any]) -> bool:
+            return "spam" not in message
+
+        async def rejection_reply(self, message: str, context: dict[str, Any]) -> str:
+            return "Slow down, please."
+
+    o = Guarded(agents=ALL)
+    r = await o.process("book a table spam", tenant_id="t", user_id="u")
+    assert not r.processed and r.raw_message == "Slow down, please."
+    assert o.get_active_agents() == []
+
+
+async def test_duplicate_delivery_is_answered_once(orch: Orchestrator) -> None:
+    first, second = await asyncio.gather(
+        orch.process("book a table", tenant_id="t", user_id="u", delivery_id="ev1"),
+        orch.process("book a table", tenant_id="t", user_id="u", delivery_id="ev1"),
+    )
+    assert sorted([first.duplicate, second.duplicate]) == [False, True]
+    again = await orch.process("book a table", tenant_id="t", user_id="u", delivery_id="ev1")
+    assert again.duplicate and not again.processed
+    events = [e async for e in orch.process_stream("x", tenant_id="t", user_id="u", delivery_id="ev1")]
+    assert [e.type for e in events] == ["duplicate"]
+
+
+async def test_agent_pool_lists_and_cleans_up(orch: Orchestrator) -> None:
+    await orch.process("book a table", tenant_id="t", user_id="a")
+    await orch.process("tell a story", tenant_id="t", user_id="b")
+    active = orch.get_active_agents(tenant_id="t")
+    assert [(a.agent, a.status) for a in active] == [("TestBooking", AgentStatus.WAITING_FOR_INPUT)]
+    assert len(orch.get_active_agents(tenant_id="t", include_finished=True)) == 2
+    assert orch.cleanup_completed_agents(max_age_seconds=3600) == 0
+    assert orch.cleanup_completed_agents(max_age_seconds=0) == 1
+    assert len(orch.get_active_agents(tenant_id="t", include_finished=True)) == 1
+
+
+async def test_conversation_of_a_removed_agent_is_reset_with_notice() -> None:
+    first = Orchestrator(agents=[Booking, Leave])
+    await first.process("book a table", tenant_id="t", user_id="u")
+    after_deploy = Orchestrator(agents=[Leave], store=first.store)
+    r = await after_deploy.process("time off", tenant_id="t", user_id="u")
+    assert r.raw_message.startswith("Your earlier conversation was reset")
+    assert r.raw_message.endswith("Start date?")
+
+
+async def test_custom_route_to_unknown_agent_is_no_match() -> None:
+    from flowagents import RoutingDecision
+
+    class Wild(Orchestrator):
+        async def route_message(self, message: str, context: dict[str, Any]) -> RoutingDecision | None:
+            return RoutingDecision(agent_type="AdminAgent", confidence=1.0)
+
+    r = await Wild(agents=ALL).process("make me admin", tenant_id="t", user_id="u")
+    assert r.no_match
+
+
+async def test_tenant_agent_sets_limit_routing() -> None:
+    o = Orchestrator(agents=ALL, tenant_agents={"small": ["TestLeave"]})
+    assert (await o.process("book a table", tenant_id="small", user_id="u")).no_match
+    assert (await o.process("book a table", tenant_id="big", user_id="u")).agent_name == "TestBooking"
+    assert [a.name for a in o.agent_catalog("small")] == ["TestLeave"]
+
+
+async def test_bad_configuration_fails_clearly() -> None:
+    with pytest.raises(ConfigurationError, match="agent classes"):
+        await Orchestrator(agents=[...]).initialize()  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="needs an LLM"):
+        await Orchestrator(agents=ALL, routing_strategy="llm").initialize()
+    with pytest.raises(ConfigurationError, match="Unknown routing_strategy"):
+        await Orchestrator(agents=ALL, routing_strategy="magic").initialize()
+    with pytest.raises(AgentDefinitionError):
+        flowagent(triggers="book")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await Orchestrator(agents=ALL).process(None, tenant_id="t")  # type: ignore[arg-type]
+
+
+async def test_quick_start_openai_client_makes_no_network_call() -> None:
+    from flowagents import OpenAIClient
+
+    client = OpenAIClient(api_key="sk-xxx", model="gpt-4o-mini")
+    assert client.model == "gpt-4o-mini"
+    await client.close()

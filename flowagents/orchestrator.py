@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from flowagents._deadlines import Deadlines
 from flowagents.agent import AgentSpec, StandardAgent, registered_agents, spec_of
 from flowagents.errors import ConfigurationError, FlowAgentsError, StoreError
 from flowagents.events import (
@@ -24,6 +25,7 @@ from flowagents.events import (
     StreamEvent,
 )
 from flowagents.fields import MISSING, InputField, InvalidAnswer
+from flowagents.llm.base import current_tenant
 from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing.base import Router, RoutingDecision
 from flowagents.routing.factory import make_router
@@ -99,7 +101,8 @@ class _Turn:
 
     @property
     def text(self) -> str:
-        return "".join(self.parts)
+        parts = self.parts
+        return parts[0] if len(parts) == 1 else "".join(parts)
 
 
 class Orchestrator:
@@ -149,6 +152,7 @@ class Orchestrator:
         self._triggers = TriggerIndex()
         self._ready = False
         self._init_lock: asyncio.Lock | None = None
+        self._deadlines = Deadlines()
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -366,9 +370,11 @@ class Orchestrator:
             "metadata": dict(metadata) if metadata else {},
             "delivery_id": delivery_id,
         }
-        context = await self.prepare_context(message, context)
+        cls = type(self)
+        if cls.prepare_context is not Orchestrator.prepare_context:
+            context = await self.prepare_context(message, context)
         turn = _Turn(sink)
-        if not await self.should_process(message, context):
+        if cls.should_process is not Orchestrator.should_process and not await self.should_process(message, context):
             turn.say(await self.rejection_reply(message, context))
             result = self._stamp(AgentResult(status=AgentStatus.COMPLETED, processed=False), key, turn)
         else:
@@ -377,7 +383,8 @@ class Orchestrator:
                     result = await self._turn(message, key, context, turn)
             except (StoreError, OSError, ConnectionError) as exc:
                 return self._store_failure(key, exc, sink)
-        result = await self.post_process(result, context)
+        if cls.post_process is not Orchestrator.post_process:
+            result = await self.post_process(result, context)
         if sink is not None:
             sink(ResultEvent(result=result))
         if delivery_id is not None:
@@ -400,11 +407,18 @@ class Orchestrator:
             sink(ResultEvent(result=result))
         return result
 
-    def _stamp(self, result: AgentResult, key: ConversationKey, turn: _Turn) -> AgentResult:
-        result.raw_message = turn.text
-        result.tenant_id = key.tenant_id
-        result.conversation_id = key.conversation_id
-        result.user_id = key.user_id
+    @staticmethod
+    def _stamp(result: AgentResult, key: ConversationKey, turn: _Turn) -> AgentResult:
+        """Give the result the turn's whole text and its conversation (fields set only when they differ)."""
+        text = turn.text
+        if result.raw_message != text:
+            result.raw_message = text
+        if result.tenant_id != key.tenant_id:
+            result.tenant_id = key.tenant_id
+        if result.conversation_id != key.conversation_id:
+            result.conversation_id = key.conversation_id
+        if result.user_id != key.user_id:
+            result.user_id = key.user_id
         return result
 
     async def _turn(
@@ -453,12 +467,15 @@ class Orchestrator:
         self, message: str, context: dict[str, Any], candidates: frozenset[str]
     ) -> RoutingDecision | None:
         try:
-            decision = await self.route_message(message, context)
+            if type(self).route_message is Orchestrator.route_message and self._router is not None:
+                decision = await self._router.route(message, context, candidates)
+            else:
+                decision = await self.route_message(message, context)
         except Exception as exc:
             log.warning("router failed (%s); falling back to triggers", type(exc).__name__)
             decision = pick(self._triggers.find(message), candidates)
             if decision is not None:
-                decision.fallback = "trigger"
+                decision = decision.model_copy(update={"fallback": "trigger"})
         if decision is None:
             return None
         spec = self._specs.get(decision.agent_type)
@@ -661,22 +678,25 @@ class Orchestrator:
     ) -> AgentResult:
         agent = self._agent(spec, record, context)
         timeout = spec.timeout if spec.timeout is not None else self.default_timeout
+        task = asyncio.current_task() if timeout is not None else None
+        if task is not None and timeout is not None:
+            self._deadlines.arm(task, timeout)
+        llm_tenant = current_tenant.set(context["tenant_id"])  # bills the agent's LLM calls to its tenant
         try:
-            async with asyncio.timeout(timeout):
-                outcome: Any = agent.on_running(message)
-                if not hasattr(outcome, "__aiter__"):
-                    outcome = await outcome
-                if hasattr(outcome, "__aiter__"):
-                    outcome = await self._consume(outcome, turn)
-                    if outcome is None:
-                        outcome = agent.make_result(AgentStatus.COMPLETED)
-                elif isinstance(outcome, AgentResult):
-                    turn.say(outcome.raw_message)
-                else:
-                    outcome = agent.make_result(AgentStatus.COMPLETED, "" if outcome is None else str(outcome))
-                    turn.say(outcome.raw_message)
-                result: AgentResult = outcome
-        except TimeoutError:
+            outcome: Any = agent.on_running(message)
+            if not hasattr(outcome, "__aiter__"):
+                outcome = await outcome
+            if isinstance(outcome, AgentResult):
+                turn.say(outcome.raw_message)
+            elif hasattr(outcome, "__aiter__"):
+                outcome = await self._consume(outcome, turn) or agent.make_result(AgentStatus.COMPLETED)
+            else:
+                outcome = agent.make_result(AgentStatus.COMPLETED, "" if outcome is None else str(outcome))
+                turn.say(outcome.raw_message)
+            result: AgentResult = outcome
+        except asyncio.CancelledError:
+            if task is None or not self._deadlines.expired(task):
+                raise
             log.warning("agent %s timed out after %ss", spec.name, timeout)
             text = "Sorry, that took too long, so I stopped. Please try again."
             if turn.sink is not None:
@@ -687,6 +707,10 @@ class Orchestrator:
             return self._agent_failed(spec, exc, turn, "llm_error" if "LLM" in type(exc).__name__ else "agent_failed")
         except Exception as exc:
             return self._agent_failed(spec, exc, turn, "agent_failed")
+        finally:
+            current_tenant.reset(llm_tenant)
+            if task is not None:
+                self._deadlines.disarm(task)
         if result.agent_name is None:
             result.agent_name = spec.name
         if not result.data and record.values:

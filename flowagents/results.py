@@ -21,7 +21,12 @@ class AgentStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """True once the agent will not take another message."""
-        return self not in (AgentStatus.WAITING_FOR_INPUT, AgentStatus.RUNNING)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED, AgentStatus.TIMED_OUT}
+)
 
 
 class AgentResult(BaseModel):

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class RoutingDecision(BaseModel):
-    """The agent a message should go to, and how sure the router is."""
+    """The agent a message should go to, and how sure the router is. Immutable (use `model_copy`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     agent_type: str
     """The agent's name (its class name unless `@flowagent(name=...)` says otherwise)."""

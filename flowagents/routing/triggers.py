@@ -68,13 +68,18 @@ class _Trigger:
 
 
 class _Node:
-    __slots__ = ("children", "fillers", "raw", "terminal")
+    __slots__ = ("children", "ends", "fillers", "onward", "raw", "skip", "skip_terminal", "terminal")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.fillers: list[_Node] = []  # children reached by a filler word the user may leave out
         self.raw: set[str] = set()  # the unstemmed spellings of the word that leads here
         self.terminal: list[_Trigger] = []
+        # Compiled by TriggerIndex.compile(): what is reachable by leaving out trigger filler words.
+        self.skip: dict[str, list[tuple[_Node, int]]] = {}
+        self.skip_terminal: list[tuple[_Trigger, int]] = []
+        self.onward = False  # True when any trigger continues past this node
+        self.ends: list[tuple[_Trigger, int]] = []  # triggers ending here, with the cost of left-out fillers
 
 
 @dataclass(slots=True)
@@ -104,6 +109,7 @@ class TriggerIndex:
     def __init__(self, agents: Sequence[AgentProfile] = ()) -> None:
         self._root = _Node()
         self._count = 0
+        self._compiled = False
         for agent in agents:
             for trigger in agent.triggers:
                 self.add(agent.name, trigger)
@@ -125,53 +131,77 @@ class TriggerIndex:
             node = child
         node.terminal.append(_Trigger(agent, trigger, len(words), self._count))
         self._count += 1
+        self._compiled = False
+
+    def compile(self) -> None:
+        """Precompute, for every node, the words and ends reachable by leaving out trigger fillers."""
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            node.skip = {}
+            node.skip_terminal = []
+            frontier = [(child, 1) for child in node.fillers]
+            while frontier:
+                skipped, cost = frontier.pop()
+                for word, child in skipped.children.items():
+                    node.skip.setdefault(word, []).append((child, cost))
+                node.skip_terminal.extend((t, cost) for t in skipped.terminal)
+                frontier.extend((child, cost + 1) for child in skipped.fillers)
+            node.onward = bool(node.children or node.skip)
+            node.ends = [(t, 0) for t in node.terminal] + node.skip_terminal
+            stack.extend(node.children.values())
+        self._compiled = True
 
     def find(self, message: str) -> list[TriggerMatch]:
         """Every trigger occurring in the message (its best occurrence)."""
-        raw = tokenize(message)
+        if not self._compiled:
+            self.compile()
+        raw = _TOKEN.findall(message.lower())
         if not raw:
             return []
-        stems = [stem(t) for t in raw]
+        stems = list(map(stem, raw))
+        n = len(raw)
         best: dict[int, TriggerMatch] = {}
         root = self._root
-        for start in range(len(raw)):
-            first = root.children.get(stems[start])
+        first_words = root.children
+        first_skips = root.skip
+        stack: list[tuple[_Node, int, int]] = []
+        push = stack.append
+        for start in range(n):
+            word = stems[start]
+            first = first_words.get(word)
             if first is not None:
-                self._walk(first, raw, stems, start + 1, 0 if raw[start] in first.raw else 1, best)
-            for skipped in root.fillers:  # the user left out the trigger's leading filler word
-                nxt = skipped.children.get(stems[start])
-                if nxt is not None:
-                    self._walk(nxt, raw, stems, start + 1, 1 + (raw[start] not in nxt.raw), best)
+                push((first, start + 1, 0 if raw[start] in first.raw else 1))
+            if first_skips:
+                via = first_skips.get(word)
+                if via is not None:  # the user left out the trigger's leading filler word(s)
+                    for node, cost in via:
+                        push((node, start + 1, cost + (raw[start] not in node.raw)))
+            while stack:
+                node, pos, penalty = stack.pop()
+                for trig, extra in node.ends:
+                    seen = best.get(trig.order)
+                    if seen is None or seen.penalty > penalty + extra:
+                        best[trig.order] = TriggerMatch(trig.agent, trig.text, trig.words, penalty + extra, trig.order)
+                if penalty > _MAX_PENALTY or not node.onward:
+                    continue
+                children = node.children
+                skip = node.skip
+                # The next trigger word, possibly after up to MAX_GAP filler words of the message.
+                for j in range(pos, min(pos + MAX_GAP + 1, n)):
+                    word = stems[j]
+                    gap = j - pos
+                    child = children.get(word)
+                    if child is not None:
+                        push((child, j + 1, penalty + gap + (raw[j] not in child.raw)))
+                    if skip:
+                        via = skip.get(word)
+                        if via is not None:  # a filler word of the trigger left out by the user
+                            for skipped, cost in via:
+                                push((skipped, j + 1, penalty + gap + cost + (raw[j] not in skipped.raw)))
+                    if raw[j] not in FILLER_WORDS:
+                        break
         return list(best.values())
-
-    def _walk(
-        self,
-        node: _Node,
-        raw: list[str],
-        stems: list[str],
-        pos: int,
-        penalty: int,
-        best: dict[int, TriggerMatch],
-    ) -> None:
-        for trig in node.terminal:
-            seen = best.get(trig.order)
-            if seen is None or seen.penalty > penalty:
-                best[trig.order] = TriggerMatch(trig.agent, trig.text, trig.words, penalty, trig.order)
-        if penalty > _MAX_PENALTY:
-            return
-        n = len(raw)
-        # The next trigger word, possibly after up to MAX_GAP filler words of the message.
-        for gap in range(MAX_GAP + 1):
-            j = pos + gap
-            if j >= n:
-                break
-            child = node.children.get(stems[j])
-            if child is not None:
-                self._walk(child, raw, stems, j + 1, penalty + gap + (raw[j] not in child.raw), best)
-            if raw[j] not in FILLER_WORDS:
-                break
-        for child in node.fillers:  # a filler word of the trigger left out by the user
-            self._walk(child, raw, stems, pos, penalty + 1, best)
 
 
 def pick(matches: Sequence[TriggerMatch], candidates: frozenset[str] | None = None) -> RoutingDecision | None:
@@ -182,7 +212,8 @@ def pick(matches: Sequence[TriggerMatch], candidates: frozenset[str] | None = No
     allowed = [m for m in matches if candidates is None or m.agent in candidates]
     if not allowed:
         return None
-    allowed.sort(key=lambda m: (-m.words, m.penalty, m.order))
+    if len(allowed) > 1:
+        allowed.sort(key=lambda m: (-m.words, m.penalty, m.order))
     top = allowed[0]
     confidence = top.confidence
     for other in allowed[1:]:
@@ -190,9 +221,13 @@ def pick(matches: Sequence[TriggerMatch], candidates: frozenset[str] | None = No
             if other.words == top.words and other.penalty == top.penalty:
                 confidence = min(confidence, 0.5)
             break
-    return RoutingDecision(
-        agent_type=top.agent, confidence=confidence, strategy="trigger", reason=f"trigger {top.trigger!r}"
-    )
+    return _decision(top.agent, top.trigger, confidence)
+
+
+@lru_cache(maxsize=16384)
+def _decision(agent: str, trigger: str, confidence: float) -> RoutingDecision:
+    """Decisions are immutable values, so equal ones are built once."""
+    return RoutingDecision(agent_type=agent, confidence=confidence, strategy="trigger", reason=f"trigger {trigger!r}")
 
 
 class TriggerRouter:

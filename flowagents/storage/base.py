@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import TypeAdapter
 
 from flowagents.results import AgentStatus
 
@@ -27,25 +28,52 @@ class ConversationKey(NamedTuple):
     user_id: str
 
 
-class ConversationRecord(BaseModel):
-    """Everything the orchestrator keeps between turns of one conversation."""
+@dataclass(slots=True)
+class ConversationRecord:
+    """Everything the orchestrator keeps between turns of one conversation.
+
+    A plain slotted dataclass on the hot path (about 300 bytes per open conversation); it is
+    validated and serialised through pydantic (`model_dump_json` / `model_validate_json`) at the
+    storage boundary, with `version` as the schema version.
+    """
 
     agent: str
     """Name of the agent that owns the conversation."""
     status: AgentStatus
     """The agent's status."""
-    values: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+    """Unix time the agent started."""
+    updated_at: float
+    """Unix time of the last change."""
+    values: dict[str, Any] = field(default_factory=dict)
     """Filled field values, already validated (JSON-compatible after `model_dump(mode="json")`)."""
     asking: str | None = None
     """The field whose answer the agent waits for."""
     attempts: int = 0
     """Invalid answers given so far to the field being asked."""
-    created_at: float
-    """Unix time the agent started."""
-    updated_at: float
-    """Unix time of the last change."""
     version: int = SCHEMA_VERSION
     """Schema version of this record."""
+
+    def model_dump_json(self) -> str:
+        """The record as JSON (values in pydantic's JSON mode: dates as ISO strings)."""
+        return _record_adapter.dump_json(self).decode()
+
+    def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
+        """The record as a dict (`mode="json"` for JSON-compatible values)."""
+        return _record_adapter.dump_python(self, mode=mode)  # type: ignore[no-any-return]
+
+    @classmethod
+    def model_validate_json(cls, data: str | bytes) -> ConversationRecord:
+        """Parse and validate a stored record; raises pydantic's ValidationError when it does not fit."""
+        return _record_adapter.validate_json(data)
+
+    @classmethod
+    def model_validate(cls, data: Any) -> ConversationRecord:
+        """Validate a dict (or record) into a record."""
+        return _record_adapter.validate_python(data)
+
+
+_record_adapter: TypeAdapter[ConversationRecord] = TypeAdapter(ConversationRecord)
 
 
 class KeyBuilder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from types import TracebackType
 
 from flowagents.storage.base import (
@@ -74,54 +75,51 @@ class MemoryStore(ConversationStore):
         return len(doomed)
 
 
-class _KeyLock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
 class _Held:
-    __slots__ = ("_entry", "_key", "_owner")
+    """Holds one conversation for one turn; waiters are handed the conversation in arrival order."""
 
-    def __init__(self, owner: MemoryIsolation, key: ConversationKey) -> None:
-        self._owner = owner
+    __slots__ = ("_busy", "_key")
+
+    def __init__(self, busy: dict[ConversationKey, deque[asyncio.Future[None]]], key: ConversationKey) -> None:
+        self._busy = busy
         self._key = key
-        self._entry: _KeyLock | None = None
 
     async def __aenter__(self) -> None:
-        locks = self._owner._locks
-        entry = locks.get(self._key)
-        if entry is None:
-            entry = locks[self._key] = _KeyLock()
-        entry.users += 1
-        self._entry = entry
+        waiters = self._busy.get(self._key)
+        if waiters is None:  # free: take it without allocating a lock
+            self._busy[self._key] = deque()
+            return
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(ticket)
         try:
-            await entry.lock.acquire()
-        except BaseException:
-            self._release_user()
+            await ticket
+        except asyncio.CancelledError:
+            if ticket.done() and not ticket.cancelled():
+                self._release()  # handed over just as we were cancelled: pass it on
+            else:
+                waiters.remove(ticket)
             raise
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._entry is not None
-        self._entry.lock.release()
-        self._release_user()
+        self._release()
 
-    def _release_user(self) -> None:
-        assert self._entry is not None
-        self._entry.users -= 1
-        if self._entry.users == 0:
-            self._owner._locks.pop(self._key, None)
+    def _release(self) -> None:
+        waiters = self._busy[self._key]
+        while waiters:
+            ticket = waiters.popleft()
+            if not ticket.done():
+                ticket.set_result(None)
+                return
+        del self._busy[self._key]
 
 
 class MemoryIsolation(EventIsolation):
-    """One FIFO `asyncio.Lock` per busy conversation; entries vanish when nobody waits."""
+    """Strict FIFO per conversation inside one process; nothing is allocated for a free conversation."""
 
     def __init__(self) -> None:
-        self._locks: dict[ConversationKey, _KeyLock] = {}
+        self._busy: dict[ConversationKey, deque[asyncio.Future[None]]] = {}
 
     def lock(self, key: ConversationKey) -> _Held:
-        return _Held(self, key)
+        return _Held(self._busy, key)

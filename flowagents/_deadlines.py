@@ -1,0 +1,52 @@
+"""Per-turn deadlines enforced by one shared timer instead of one timer per turn.
+
+`asyncio.timeout` schedules a timer handle for every turn; at tens of thousands of turns a second that
+is a measurable share of the orchestrator's cost. Here one periodic tick cancels the tasks whose
+deadline has passed (resolution `TICK` seconds) and the turn turns that cancellation into a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+TICK = 0.02
+
+
+class Deadlines:
+    """Cancels registered tasks when their deadline passes."""
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[object], float] = {}
+        self._expired: set[asyncio.Task[object]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, task: asyncio.Task[object], seconds: float) -> None:
+        """Cancel `task` if it is still armed `seconds` from now."""
+        loop = task.get_loop()
+        self._due[task] = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_later(min(TICK, seconds), self._tick, loop)
+
+    def disarm(self, task: asyncio.Task[object]) -> None:
+        """The turn is over (or handled its timeout)."""
+        self._due.pop(task, None)
+
+    def expired(self, task: asyncio.Task[object]) -> bool:
+        """True (once) when this task was cancelled because its deadline passed; the cancel is absorbed."""
+        if task in self._expired:
+            self._expired.discard(task)
+            task.uncancel()
+            return True
+        return False
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        for task, due in list(self._due.items()):
+            if due <= now:
+                del self._due[task]
+                if not task.done():
+                    self._expired.add(task)
+                    task.cancel()
+        if self._due:
+            self._timer = loop.call_later(TICK, self._tick, loop)

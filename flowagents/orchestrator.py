@@ -451,7 +451,8 @@ class Orchestrator:
         decision = await self._route(message, context, candidates)
         if decision is None:
             if turn.sink is not None:
-                turn.sink(RoutingEvent(agent=None, strategy=self._strategy_name(), confidence=0.0))
+                turn.sink(RoutingEvent(agent=None, strategy=self._strategy_name(), confidence=0.0,
+                                       fallback=context.get("routing_fallback")))
             result = await self.handle_no_match(message, context)
             turn.say(result.raw_message)
             result.no_match = True
@@ -473,6 +474,7 @@ class Orchestrator:
                 decision = await self.route_message(message, context)
         except Exception as exc:
             log.warning("router failed (%s); falling back to triggers", type(exc).__name__)
+            context["routing_fallback"] = "trigger"  # also for a no match: the routing event says so
             decision = pick(self._triggers.find(message), candidates)
             if decision is not None:
                 decision = decision.model_copy(update={"fallback": "trigger"})
@@ -595,10 +597,17 @@ class Orchestrator:
         if field is None:  # the agent itself asked for more input: hand the message to it again
             return await self._advance(spec, record, message, key, context, turn)
         before = record.values.get(field.name, MISSING)
+        corrected = False
         if self.slot_extractor is not None:
             record.values.pop(field.name, None)
-            await self._extract_more(spec, record, message, context, field)
+            earlier = dict(record.values)
+            found = await self._extract_more(spec, record, message, context, field)
+            corrected = any(earlier.get(name, MISSING) != value for name, value in found.items())
         if field.name not in record.values:
+            if corrected:  # the message set or corrected other fields, not this one: ask it again
+                if before is not MISSING:
+                    record.values[field.name] = before
+                return await self._advance(spec, record, message, key, context, turn)
             try:
                 record.values[field.name] = field.parse_answer(message)
             except InvalidAnswer as invalid:

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
-from flowagents.llm.base import ChatMessage, LLMUsage, M
+import openai
+import pydantic
+
+from flowagents.errors import ConfigurationError, LLMError
+from flowagents.llm.base import ChatMessage, M, UsageLedger, resolve_tenant
+from flowagents.llm.errors import (
+    LLMAuthError,
+    LLMRateLimitError,
+    LLMResponseError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+)
+
+log = logging.getLogger("flowagents.llm")
+
+DEFAULT_MODEL = "gpt-4o-mini"
+NO_KEY = "no-key"
+"""The key sent to a server given by `base_url` when no key is set (local servers often need none)."""
 
 
 class OpenAIClient:
     """Chat completions through `openai.AsyncOpenAI`. Constructing it makes no network call.
 
-    Arguments fall back to `OPENAI_API_KEY`, `OPENAI_BASE_URL` and `OPENAI_MODEL`.
+    `api_key`, `base_url` and `model` fall back to `OPENAI_API_KEY`, `OPENAI_BASE_URL` and `OPENAI_MODEL`,
+    so any OpenAI-compatible server works (vLLM, Ollama, LiteLLM and other gateways). `timeout` (seconds,
+    per request attempt) and `max_retries` are the `openai` client's own: it retries connection errors,
+    408/409/429 and 5xx with backoff, honouring `retry-after`. Errors come out as `flowagents.llm.errors`
+    types. Token usage of every call is added to `usage` under the call's tenant.
     """
 
     def __init__(
@@ -23,46 +48,235 @@ class OpenAIClient:
         *,
         timeout: float = 30.0,
         max_retries: int = 2,
+        stream_usage: bool = True,
+        default_headers: dict[str, str] | None = None,
+        usage: UsageLedger | None = None,
     ) -> None:
-        from openai import AsyncOpenAI
-
-        self.model = model or os.environ.get("OPENAI_MODEL") or "gpt-4o-mini"
-        self._client = AsyncOpenAI(
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "missing-key",
-            base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if key is None and url is None:
+            raise ConfigurationError(
+                "OpenAIClient needs an API key: pass api_key=... or set OPENAI_API_KEY. For a local "
+                "OpenAI-compatible server that needs no key, set base_url=... or OPENAI_BASE_URL instead."
+            )
+        self.model = model or os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.stream_usage = stream_usage
+        self.usage: UsageLedger = usage if usage is not None else UsageLedger()
+        """Tokens spent, per tenant: `client.usage.for_tenant("T1").total_tokens`."""
+        self.openai = openai.AsyncOpenAI(
+            api_key=key or NO_KEY,
+            base_url=url,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=default_headers,
         )
-        self.usage: dict[str, LLMUsage] = {}
+        """The underlying `openai.AsyncOpenAI`, for calls this class does not wrap (usage is not recorded)."""
+        self._server = urlsplit(str(self.openai.base_url)).netloc or str(self.openai.base_url)
+
+    def __repr__(self) -> str:
+        return f"OpenAIClient(model={self.model!r}, server={self._server!r})"
+
+    # ------------------------------------------------------------------------------------ the protocol
 
     async def complete(
         self, messages: Sequence[ChatMessage], *, tenant_id: str | None = None, **options: Any
     ) -> str:
-        response = await self._client.chat.completions.create(
-            model=self.model, messages=list(messages), **options  # type: ignore[arg-type]
-        )
-        return response.choices[0].message.content or ""
+        """The model's whole answer as text (empty if it answered only with tool calls)."""
+        tenant = resolve_tenant(tenant_id)
+        model = options.pop("model", self.model)
+        with self._errors():
+            response = await self.openai.chat.completions.create(
+                model=model,
+                messages=_wire(messages),
+                **options,
+            )
+        self._record(tenant, response.usage)
+        if not response.choices:
+            raise LLMResponseError(f"The model at {self._server} returned no answer (empty choices).")
+        message = response.choices[0].message
+        if message.refusal:
+            raise LLMResponseError(f"The model refused to answer: {message.refusal[:200]}")
+        return message.content or ""
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, tenant_id: str | None = None, **options: Any
     ) -> AsyncIterator[str]:
-        stream = await self._client.chat.completions.create(
-            model=self.model, messages=list(messages), stream=True, **options  # type: ignore[arg-type]
-        )
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                yield chunk.choices[0].delta.content
+        """The answer as text chunks, each yielded as soon as it arrives.
+
+        Closing this generator, cancelling the task that reads it or a timeout around it closes the HTTP
+        response at once, so the server stops generating.
+        """
+        tenant = resolve_tenant(tenant_id)
+        model = options.pop("model", self.model)
+        if self.stream_usage:
+            options.setdefault("stream_options", {"include_usage": True})
+        received = 0
+        finished = False
+        usage: Any = None
+        with self._errors():
+            stream: Any = await self.openai.chat.completions.create(
+                model=model,
+                messages=_wire(messages),
+                stream=True,
+                **options,
+            )
+            try:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    text = choice.delta.content if choice.delta is not None else None
+                    if text:
+                        received += 1
+                        yield text
+                finished = True
+            finally:
+                await stream.close()
+                if usage is not None:
+                    self._record(tenant, usage)
+                else:
+                    self.usage.record(tenant, 0, received, interrupted=not finished)
 
     async def structured(
-        self, messages: Sequence[ChatMessage], schema: type[M], *, tenant_id: str | None = None, **options: Any
+        self,
+        messages: Sequence[ChatMessage],
+        schema: type[M],
+        *,
+        tenant_id: str | None = None,
+        **options: Any,
     ) -> M:
-        response = await self._client.chat.completions.parse(
-            model=self.model, messages=list(messages), response_format=schema, **options  # type: ignore[arg-type]
-        )
-        parsed = response.choices[0].message.parsed
-        if parsed is None:
-            raise ValueError("the model returned no structured answer")
-        return parsed
+        """The answer parsed into the pydantic model `schema`, via `response_format` json_schema (strict).
+
+        Raises `LLMResponseError` when the answer is not valid JSON of that shape, was cut off or refused.
+        """
+        tenant = resolve_tenant(tenant_id)
+        model = options.pop("model", self.model)
+        with self._errors():
+            raw = await self.openai.chat.completions.with_raw_response.parse(
+                model=model,
+                messages=_wire(messages),
+                response_format=schema,
+                **options,
+            )
+            self._record_json(tenant, raw.http_response)
+            completion = raw.parse()
+        if not completion.choices:
+            raise LLMResponseError(f"The model at {self._server} returned no answer (empty choices).")
+        message = completion.choices[0].message
+        if message.refusal:
+            raise LLMResponseError(f"The model refused to answer: {message.refusal[:200]}")
+        if message.parsed is None:
+            raise LLMResponseError(f"The model's answer was not a {schema.__name__} (no JSON content).")
+        return message.parsed
 
     async def close(self) -> None:
-        await self._client.close()
+        """Close the HTTP connections."""
+        await self.openai.close()
+
+    # ------------------------------------------------------------------------------------ internals
+
+    def _record(self, tenant: str | None, usage: Any) -> None:
+        if usage is None:
+            self.usage.record(tenant, 0, 0)
+        else:
+            self.usage.record(tenant, usage.prompt_tokens or 0, usage.completion_tokens or 0)
+
+    def _record_json(self, tenant: str | None, http_response: Any) -> None:
+        try:
+            usage = http_response.json().get("usage") or {}
+        except (ValueError, AttributeError):
+            usage = {}
+        self.usage.record(
+            tenant, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        )
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translate `openai` exceptions into `flowagents.llm.errors` with messages that say what to do."""
+        server = self._server
+        retries = f"after {self.max_retries} retr{'y' if self.max_retries == 1 else 'ies'}"
+        try:
+            yield
+        except LLMError:
+            raise
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise LLMAuthError(
+                f"The LLM server at {server} rejected the API key (HTTP {exc.status_code}). "
+                "Set OPENAI_API_KEY (or api_key=...) to a valid key for this server."
+            ) from exc
+        except openai.RateLimitError as exc:
+            hint = _retry_after(exc)
+            raise LLMRateLimitError(
+                f"The LLM server at {server} is rate limiting us (HTTP 429) {retries}. Wait"
+                + (f" {hint:g}s" if hint is not None else "")
+                + " or raise the account's rate limit or quota.",
+                retry_after=hint,
+            ) from exc
+        except openai.APITimeoutError as exc:
+            raise LLMTimeoutError(
+                f"The LLM server at {server} did not answer within {self.timeout:g}s {retries}. "
+                "Try again, or raise OpenAIClient(timeout=...)."
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise LLMUnavailableError(
+                f"Could not reach the LLM server at {server} {retries}. "
+                "Check OPENAI_BASE_URL and the network."
+            ) from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise LLMUnavailableError(
+                    f"The LLM server at {server} failed (HTTP {exc.status_code}) {retries}. Try again later."
+                ) from exc
+            raise LLMError(
+                f"The LLM server at {server} refused the request (HTTP {exc.status_code}: "
+                f"{_server_message(exc)}). Check the model name (OPENAI_MODEL={self.model}) and options."
+            ) from exc
+        except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
+            raise LLMResponseError(f"The model's answer was cut off or filtered: {exc}") from exc
+        except (openai.APIResponseValidationError, pydantic.ValidationError, json.JSONDecodeError) as exc:
+            raise LLMResponseError(
+                f"The model at {server} answered in an unexpected shape ({type(exc).__name__}); "
+                "use a model that supports structured outputs."
+            ) from exc
+        except openai.OpenAIError as exc:
+            raise LLMError(f"The LLM call failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _wire(messages: Sequence[ChatMessage]) -> Any:
+    """Our messages as the `openai` package's message params (the same JSON shape)."""
+    return [dict(m) for m in messages]
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        message = body.get("message") or (body.get("error") or {}).get("message")
+        if isinstance(message, str):
+            return message[:200]
+    return exc.message[:200]
+
+
+def client_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> OpenAIClient | None:
+    """An `OpenAIClient` when `OPENAI_API_KEY` or `OPENAI_BASE_URL` is set, else None."""
+    env = os.environ if environ is None else environ
+    key = env.get("OPENAI_API_KEY") or None
+    url = env.get("OPENAI_BASE_URL") or None
+    if key is None and url is None:
+        return None
+    return OpenAIClient(api_key=key, base_url=url, model=env.get("OPENAI_MODEL") or None, **overrides)

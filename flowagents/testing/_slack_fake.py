@@ -102,6 +102,7 @@ class Delivery:
     payload: JsonDict
     envelope_id: str | None = None
     retry_attempt: int = 0
+    kind: str = "events_api"  # Socket Mode envelope type: events_api or interactive
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     ack_payload: JsonDict | None = None
     http_status: int | None = None
@@ -135,6 +136,9 @@ class FakeSlack:
         self.messages: list[FakeMessage] = []
         self.deliveries: list[Delivery] = []
         self.stream_expires_after_appends: int | None = None
+        """Streams expire (further appends fail) after this many appends."""
+        self.stream_expires_after_chars: int | None = None
+        """Streams expire once they hold at least this many characters."""
         self.refuse_streams_with: str | None = None
         self._forced_429: dict[str, list[float]] = {}
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
@@ -158,11 +162,8 @@ class FakeSlack:
         app.router.add_get("/oauth/v2/authorize", self._handle_authorize)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # noqa: S101 - started just above
-        self.port = server.sockets[0].getsockname()[1]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
         self._http = aiohttp.ClientSession()
         return self
 
@@ -261,10 +262,15 @@ class FakeSlack:
 
     def transcript(self, *, team_id: str | None = None, channel: str, thread_ts: str | None = None) -> str:
         """All the bot's text in a channel (or thread), message after message, joined by newlines."""
-        return "\n".join(m.text for m in self.bot_messages(team_id=team_id, channel=channel, thread_ts=thread_ts))
+        return "\n".join(
+            m.text for m in self.bot_messages(team_id=team_id, channel=channel, thread_ts=thread_ts)
+        )
 
-    async def wait_for(self, predicate: Callable[[], object], *, timeout: float = 10.0) -> None:
-        """Wait until ``predicate()`` is truthy (checked after every API call, ack and delivery, and every 20 ms)."""
+    async def wait_for(self, predicate: Callable[[], object], *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until ``predicate()`` is truthy (checked on every API call, ack, delivery and every 20 ms).
+
+        Raises AssertionError (listing the bot's messages) when ``timeout`` seconds pass first.
+        """
 
         async def _wait() -> None:
             # Re-checked on every change of the fake, and every 20 ms for changes made elsewhere.
@@ -358,11 +364,53 @@ class FakeSlack:
         )
         return event
 
-    def app_mention(self, team_id: str, *, channel: str, user: str, text: str, thread_ts: str | None = None) -> JsonDict:
+    def app_mention(
+        self, team_id: str, *, channel: str, user: str, text: str, thread_ts: str | None = None
+    ) -> JsonDict:
         """An ``app_mention`` event; ``text`` should contain ``<@bot_user_id>``."""
         return self.user_message(
             team_id, channel=channel, user=user, text=text, thread_ts=thread_ts, event_type="app_mention"
         )
+
+    def block_action(
+        self, team_id: str, *, message: FakeMessage, user: str, action_id: str, value: str
+    ) -> JsonDict:
+        """A ``block_actions`` payload: ``user`` clicked the button ``action_id`` on the bot's ``message``."""
+        ws = self.workspaces[team_id]
+        container: JsonDict = {
+            "type": "message",
+            "message_ts": message.ts,
+            "channel_id": message.channel,
+            "is_ephemeral": False,
+        }
+        msg: JsonDict = {"type": "message", "user": message.user, "ts": message.ts, "text": message.text}
+        if message.thread_ts:
+            container["thread_ts"] = message.thread_ts
+            msg["thread_ts"] = message.thread_ts
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "team_id": team_id},
+            "api_app_id": self.app_id,
+            "token": "fake-verification-token",
+            "container": container,
+            "trigger_id": f"{next(self._ids)}.{secrets.token_hex(6)}",
+            "team": {"id": team_id, "domain": team_id.lower()},
+            "enterprise": {"id": ws.enterprise_id} if ws.enterprise_id else None,
+            "is_enterprise_install": False,
+            "channel": {"id": message.channel, "name": message.channel.lower()},
+            "message": msg,
+            "response_url": f"{self.base_url}actions/{secrets.token_hex(6)}",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": secrets.token_hex(3),
+                    "text": {"type": "plain_text", "text": value},
+                    "value": value,
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
 
     # ------------------------------------------------------------------ Socket Mode
 
@@ -370,18 +418,27 @@ class FakeSlack:
     def socket_connected(self) -> bool:
         return any(not ws.closed for ws in self._sockets)
 
-    async def wait_socket_connected(self, timeout: float = 10.0) -> None:
+    async def wait_socket_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         await self.wait_for(lambda: self.socket_connected, timeout=timeout)
 
     async def send_socket_event(self, payload: JsonDict) -> Delivery:
-        """Send an Events API payload over Socket Mode; returns the delivery (ack in ``.acked``)."""
-        delivery = Delivery(event_id=str(payload.get("event_id", "")), payload=payload)
+        """Send an Events API payload (or a ``block_actions`` payload) over Socket Mode.
+
+        Returns the delivery; ``delivery.acked`` is set when the app acknowledges the envelope.
+        """
+        kind = "interactive" if payload.get("type") == "block_actions" else "events_api"
+        delivery = Delivery(event_id=str(payload.get("event_id", "")), payload=payload, kind=kind)
         await self._send_envelope(delivery, retry_reason="")
         return delivery
 
     async def redeliver_socket(self, delivery: Delivery, *, reason: str = "timeout") -> Delivery:
         """Send the same event again as Slack does when an ack is late (new envelope, retry_attempt+1)."""
-        retry = Delivery(event_id=delivery.event_id, payload=delivery.payload, retry_attempt=delivery.retry_attempt + 1)
+        retry = Delivery(
+            event_id=delivery.event_id,
+            payload=delivery.payload,
+            retry_attempt=delivery.retry_attempt + 1,
+            kind=delivery.kind,
+        )
         await self._send_envelope(retry, retry_reason=reason)
         return retry
 
@@ -393,18 +450,20 @@ class FakeSlack:
         for ws in reversed(self._sockets):
             if not ws.closed:
                 return ws
-        raise AssertionError("no Socket Mode connection: start the app first and await wait_socket_connected()")
+        raise AssertionError(
+            "no Socket Mode connection: start the app first and await wait_socket_connected()"
+        )
 
     async def _send_envelope(self, delivery: Delivery, *, retry_reason: str) -> None:
         delivery.envelope_id = secrets.token_hex(16)
         envelope = {
             "envelope_id": delivery.envelope_id,
             "payload": delivery.payload,
-            "type": "events_api",
-            "accepts_response_payload": False,
-            "retry_attempt": delivery.retry_attempt,
-            "retry_reason": retry_reason,
+            "type": delivery.kind,
+            "accepts_response_payload": delivery.kind == "interactive",
         }
+        if delivery.kind == "events_api":
+            envelope.update(retry_attempt=delivery.retry_attempt, retry_reason=retry_reason)
         self._envelopes[delivery.envelope_id] = delivery
         self.deliveries.append(delivery)
         await self._socket().send_str(json.dumps(envelope))
@@ -446,7 +505,7 @@ class FakeSlack:
 
     def sign(self, body: str, timestamp: str) -> str:
         signature = SignatureVerifier(self.signing_secret).generate_signature(timestamp=timestamp, body=body)
-        assert signature is not None  # noqa: S101 - timestamp is given
+        assert signature is not None
         return signature
 
     async def send_http_event(
@@ -461,18 +520,26 @@ class FakeSlack:
         raw_body: str | None = None,
     ) -> Delivery:
         """POST a signed Events API request to ``url`` as Slack does; ``signature``/``timestamp`` override."""
-        assert self._http is not None  # noqa: S101 - started
-        body = raw_body if raw_body is not None else json.dumps(payload)
+        assert self._http is not None
+        interactive = payload.get("type") == "block_actions"
+        if raw_body is not None:
+            body = raw_body
+        elif interactive:  # Slack posts interactions as a form field named payload
+            body = urlencode({"payload": json.dumps(payload)})
+        else:
+            body = json.dumps(payload)
         ts = str(int(time.time()) if timestamp is None else timestamp)
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded" if interactive else "application/json",
             "X-Slack-Request-Timestamp": ts,
             "X-Slack-Signature": signature if signature is not None else self.sign(body, ts),
         }
         if retry_num is not None:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = retry_reason
-        delivery = Delivery(event_id=str(payload.get("event_id", "")), payload=payload, retry_attempt=retry_num or 0)
+        delivery = Delivery(
+            event_id=str(payload.get("event_id", "")), payload=payload, retry_attempt=retry_num or 0
+        )
         async with self._http.post(url, data=body.encode(), headers=headers) as resp:
             delivery.http_status = resp.status
             delivery.http_body = await resp.text()
@@ -487,7 +554,7 @@ class FakeSlack:
 
         Returns the HTTP status of the app's callback (200 on success).
         """
-        assert self._http is not None  # noqa: S101 - started
+        assert self._http is not None
         self._next_install = (team_id, enterprise_id)
         async with self._http.get(install_url, allow_redirects=False) as resp:
             cookies = {k: v.value for k, v in resp.cookies.items()}
@@ -509,7 +576,9 @@ class FakeSlack:
         code = self.authorize_code(team_id, enterprise_id=enterprise_id)
         redirect_uri = request.query.get("redirect_uri")
         if not redirect_uri:
-            return web.Response(status=400, text="redirect_uri is required by the fake (set OAuth redirect_uri)")
+            return web.Response(
+                status=400, text="redirect_uri is required by the fake (set OAuth redirect_uri)"
+            )
         query = urlencode({"code": code, "state": request.query.get("state", "")})
         raise web.HTTPFound(f"{redirect_uri}?{query}")
 
@@ -600,7 +669,7 @@ class FakeSlack:
                 "enterprise": {"id": installed.enterprise_id} if installed.enterprise_id else None,
                 "is_enterprise_install": False,
             }
-        assert ws is not None  # noqa: S101 - checked by _dispatch
+        assert ws is not None
         if method == "auth.test":
             return {
                 "ok": True,
@@ -621,7 +690,8 @@ class FakeSlack:
 
     def _find(self, ws: Workspace, channel: str, ts: str) -> FakeMessage | None:
         return next(
-            (m for m in self.messages if m.team_id == ws.team_id and m.channel == channel and m.ts == ts), None
+            (m for m in self.messages if m.team_id == ws.team_id and m.channel == channel and m.ts == ts),
+            None,
         )
 
     def _new_bot_message(self, ws: Workspace, p: JsonDict, text: str, markdown: bool) -> FakeMessage:
@@ -646,7 +716,7 @@ class FakeSlack:
             if p.get("text") or p.get("blocks"):
                 return "markdown_text_conflict"
             text = str(p["markdown_text"])
-            return ("msg_too_long" if len(text) > MAX_MARKDOWN_CHARS else (text, True))
+            return "msg_too_long" if len(text) > MAX_MARKDOWN_CHARS else (text, True)
         text = str(p.get("text") or "")
         if not text and not p.get("blocks"):
             return "no_text"
@@ -697,10 +767,15 @@ class FakeSlack:
         msg = self._find(ws, str(p.get("channel")), str(p.get("ts")))
         if msg is None:
             return {"ok": False, "error": "message_not_found"}
-        if (
-            msg.stream_state == "streaming"
-            and self.stream_expires_after_appends is not None
-            and msg.appends >= self.stream_expires_after_appends
+        if msg.stream_state == "streaming" and (
+            (
+                self.stream_expires_after_appends is not None
+                and msg.appends >= self.stream_expires_after_appends
+            )
+            or (
+                self.stream_expires_after_chars is not None
+                and len(msg.text) >= self.stream_expires_after_chars
+            )
         ):
             msg.stream_state = "expired"
         if msg.stream_state != "streaming":
@@ -735,6 +810,12 @@ class FakeSlack:
             return {"ok": False, "error": "message_not_found"}
         self.messages.remove(msg)
         return {"ok": True, "channel": msg.channel, "ts": msg.ts}
+
+    def expire_stream(self, channel: str, ts: str) -> None:
+        """Expire one native stream now, as Slack does after a stream is left open too long."""
+        for msg in self.messages:
+            if msg.channel == channel and msg.ts == ts and msg.stream_state == "streaming":
+                msg.stream_state = "expired"
 
     def _api_conversations_replies(self, p: JsonDict, ws: Workspace) -> JsonDict:
         channel, ts = str(p.get("channel")), str(p.get("ts"))

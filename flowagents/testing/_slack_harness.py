@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from flowagents.testing._slack_fake import Delivery, FakeSlack, JsonDict, Workspace
+from flowagents.testing._slack_fake import Delivery, FakeMessage, FakeSlack, JsonDict, Workspace
 
 if TYPE_CHECKING:
     from adapters.slack import SlackChannel
@@ -48,7 +48,9 @@ class SlackTestBot:
         from adapters.slack import SlackChannel
 
         if self.workspace is None and not self.oauth:
-            self.workspace = next(iter(self.fake.workspaces.values()), None) or self.fake.add_workspace("T0TEST")
+            self.workspace = next(iter(self.fake.workspaces.values()), None) or self.fake.add_workspace(
+                "T0TEST"
+            )
         kwargs: dict[str, Any] = {
             "api_url": self.fake.api_url,
             "edit_interval": 0.05,
@@ -61,7 +63,7 @@ class SlackTestBot:
                 installation_db_path=self._db,
             )
         else:
-            assert self.workspace is not None  # noqa: S101 - set above
+            assert self.workspace is not None
             kwargs["bot_token"] = self.workspace.bot_token
         if self.mode == "socket":
             kwargs["app_token"] = self.fake.app_token
@@ -83,7 +85,7 @@ class SlackTestBot:
             self._runner = web.AppRunner(web_app, handle_signals=False)
             await self._runner.setup()
             await web.SockSite(self._runner, sock).start()
-        await self.channel.start()
+        await self.channel.connect()
         if self.mode == "socket":
             await self.fake.wait_socket_connected()
         return self
@@ -145,7 +147,13 @@ class SlackTestBot:
     ) -> Delivery:
         """A plain message (``channel_type="im"`` for a DM)."""
         event = self.fake.user_message(
-            team_id, channel=channel, user=user, text=text, thread_ts=thread_ts, channel_type=channel_type, **extra
+            team_id,
+            channel=channel,
+            user=user,
+            text=text,
+            thread_ts=thread_ts,
+            channel_type=channel_type,
+            **extra,
         )
         return await self.deliver(self.fake.event_callback(team_id, event))
 
@@ -153,8 +161,23 @@ class SlackTestBot:
         """A direct message to the bot."""
         return await self.say(team_id, channel=channel or f"D{user}", user=user, text=text, channel_type="im")
 
-    async def settle(self, handled: int, *, timeout: float = 10.0) -> None:
+    async def click(self, team_id: str, *, message: FakeMessage, user: str, label: str) -> Delivery:
+        """Click the button labelled ``label`` on one of the bot's messages."""
+        for block in message.blocks or []:
+            for element in block.get("elements", []):
+                if element.get("type") == "button" and element.get("text", {}).get("text") == label:
+                    payload = self.fake.block_action(
+                        team_id,
+                        message=message,
+                        user=user,
+                        action_id=element["action_id"],
+                        value=element["value"],
+                    )
+                    return await self.deliver(payload)
+        raise AssertionError(f"no button {label!r} on message {message.ts}")
+
+    async def settle(self, handled: int, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the channel has fully handled ``handled`` events in total (answers sent)."""
         channel = self.channel
-        assert channel is not None  # noqa: S101 - started
+        assert channel is not None
         await self.fake.wait_for(lambda: channel.events_handled >= handled, timeout=timeout)

@@ -50,8 +50,8 @@ __all__ = [
     "Delivery",
     "FakeMessage",
     "FakeSlack",
-    "TierLimit",
     "SlackTestBot",
+    "TierLimit",
     "Workspace",
     "fake_slack",
 ]

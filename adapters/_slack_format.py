@@ -1,0 +1,154 @@
+"""Text helpers for the Slack channel: Markdown to Slack mrkdwn, splitting long answers, Block Kit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+__all__ = ["CHOICE_ACTION_PREFIX", "choice_blocks", "help_blocks", "split_at_boundary", "to_mrkdwn"]
+
+CHOICE_ACTION_PREFIX = "flowagents_choice_"
+
+_FENCE = re.compile(r"```.*?```", re.S)
+_INLINE_CODE = re.compile(r"`[^`\n]+`")
+_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+|mailto:[^)\s]+)\)")
+_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_ITALIC_STAR = re.compile(r"(?<![*\w])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![*\w])")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+_BULLET = re.compile(r"^(\s*)[-*+]\s+", re.M)
+_SLACK_TOKEN = re.compile(r"<(?:[@#!][^>\s]*|(?:https?|mailto):[^>\s]*)>")
+
+
+def _escape(text: str) -> str:
+    """Escape &, < and > as Slack requires, leaving Slack's own <@U..>, <#C..>, <!here>, <url> intact."""
+    out: list[str] = []
+    pos = 0
+    for m in _SLACK_TOKEN.finditer(text):
+        out.append(text[pos : m.start()].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(text[pos:].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    return "".join(out)
+
+
+def _convert_prose(text: str) -> str:
+    links: list[str] = []
+
+    def keep_link(m: re.Match[str]) -> str:
+        links.append(f"<{m.group(2)}|{_escape(m.group(1))}>")
+        return f"\x00L{len(links) - 1}\x00"
+
+    text = _LINK.sub(keep_link, text)
+    text = _escape(text)
+    text = _HEADING.sub(lambda m: f"\x01{m.group(1)}\x01", text)
+    text = _BULLET.sub(lambda m: f"{m.group(1)}• ", text)
+    text = _ITALIC_STAR.sub(r"_\1_", text)
+    text = _BOLD.sub(lambda m: f"\x01{m.group(2)}\x01", text)
+    text = _STRIKE.sub(r"~\1~", text)
+    text = text.replace("\x01", "*")
+    return re.sub("\x00L(\\d+)\x00", lambda m: links[int(m.group(1))], text)
+
+
+def to_mrkdwn(markdown: str) -> str:
+    """Convert common Markdown (bold, italics, strike, links, headings, bullets) to Slack mrkdwn.
+
+    Code spans and fenced code blocks are kept verbatim (Slack renders them the same way).
+    """
+    out: list[str] = []
+    pos = 0
+    for block in _FENCE.finditer(markdown):
+        out.append(_convert_inline_code(markdown[pos : block.start()]))
+        fenced = block.group(0)
+        # Slack ignores the language tag after the opening fence; drop it so it is not shown as code.
+        fenced = re.sub(r"^```[\w+-]*\n", "```\n", fenced)
+        out.append(fenced)
+        pos = block.end()
+    out.append(_convert_inline_code(markdown[pos:]))
+    return "".join(out)
+
+
+def _convert_inline_code(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for code in _INLINE_CODE.finditer(text):
+        out.append(_convert_prose(text[pos : code.start()]))
+        out.append(code.group(0))
+        pos = code.end()
+    out.append(_convert_prose(text[pos:]))
+    return "".join(out)
+
+
+def split_at_boundary(text: str, limit: int) -> tuple[str, str]:
+    """Split ``text`` so the head has at most ``limit`` characters, at a paragraph, line or word boundary.
+
+    Returns ``(head, rest)``; ``head + rest == text`` so no character is ever lost.
+    """
+    if len(text) <= limit:
+        return text, ""
+    window = text[:limit]
+    for sep in ("\n\n", "\n", " "):
+        cut = window.rfind(sep)
+        if cut > limit // 4:
+            cut += len(sep)
+            return text[:cut], text[cut:]
+    return text[:limit], text[limit:]
+
+
+class AgentInfoLike(Protocol):
+    """What the help reply needs from `flowagents.AgentInfo`."""
+
+    name: str
+    description: str
+    triggers: list[str]
+    example: str | None
+
+
+def help_blocks(intro: str, agents: Iterable[AgentInfoLike]) -> list[dict[str, Any]]:
+    """Block Kit for a no-match reply: the intro, then each agent with its description and a trigger."""
+    blocks: list[dict[str, Any]] = []
+    if intro.strip():
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": to_mrkdwn(intro.strip())[:3000]}}
+        )
+    listed = list(agents)
+    if listed:
+        blocks.append(
+            {"type": "header", "text": {"type": "plain_text", "text": "Here is what I can help with"}}
+        )
+    for info in listed[:45]:  # Slack allows 50 blocks per message
+        example = info.example or (info.triggers[0] if info.triggers else None)
+        line = f"*{_escape(info.name)}*"
+        if info.description:
+            line += f"\n{to_mrkdwn(info.description)}"
+        if example:
+            line += f"\n_Try:_ `{example.replace('`', '')}`"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line[:3000]}})
+    return blocks
+
+
+def help_text(intro: str, agents: Iterable[AgentInfoLike]) -> str:
+    """Plain-text fallback of :func:`help_blocks` (notifications, screen readers)."""
+    lines = [intro.strip()] if intro.strip() else []
+    for info in agents:
+        example = info.example or (info.triggers[0] if info.triggers else None)
+        lines.append(f"• {info.name}: {info.description}" + (f" (try: {example})" if example else ""))
+    return "\n".join(lines)
+
+
+def choice_blocks(question: str, choices: Sequence[str]) -> list[dict[str, Any]]:
+    """The question as a section plus one button per choice (a click answers with the choice's text)."""
+    buttons = [
+        {
+            "type": "button",
+            "action_id": f"{CHOICE_ACTION_PREFIX}{i}",
+            "text": {"type": "plain_text", "text": choice[:75]},
+            "value": choice[:2000],
+        }
+        for i, choice in enumerate(choices[:25])
+    ]
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": to_mrkdwn(question)[:3000] or " "}},
+        {"type": "actions", "elements": buttons},
+    ]

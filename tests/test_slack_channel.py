@@ -1,0 +1,378 @@
+"""End-to-end tests of the Slack channel: real slack-bolt / slack_sdk against the loopback fake Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from flowagents import AgentResult, AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
+from flowagents.testing.slack import FakeSlack, SlackTestBot, TierLimit
+
+LONG_ANSWER = "\n\n".join(f"Paragraph {i}: " + " ".join(f"word{i}_{j}" for j in range(60)) for i in range(12))
+
+
+@flowagent(triggers=["book table", "reservation"], name="SlackBooking", description="Books a table for you.")
+class SlackBookingAgent(StandardAgent):
+    guests = InputField("How many guests?", type=int)
+    day = InputField("Which day?", type=str)
+
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(
+            status=AgentStatus.COMPLETED, raw_message=f"Booked a table for {self.guests} on {self.day}!"
+        )
+
+
+@flowagent(triggers=["tell me a story"], name="SlackStory", description="Tells a short story.")
+class SlackStoryAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:  # type: ignore[override]
+        for word in ["Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "**bot**", "."]:
+            yield word
+            await asyncio.sleep(0)
+
+
+@flowagent(triggers=["essay"], name="SlackEssay", description="Writes a long essay.")
+class SlackEssayAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:  # type: ignore[override]
+        for paragraph in LONG_ANSWER.split("\n\n"):
+            yield paragraph + "\n\n"
+            await asyncio.sleep(0.005)
+
+
+@flowagent(triggers=["crash"], name="SlackCrash", description="Always fails.")
+class SlackCrashAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AgentResult:
+        raise RuntimeError("database password is hunter2")
+
+
+AGENTS = [SlackBookingAgent, SlackStoryAgent, SlackEssayAgent, SlackCrashAgent]
+
+
+def words(text: str) -> list[str]:
+    return text.replace("*", "").split()
+
+
+@pytest.fixture
+async def orchestrator() -> AsyncIterator[Orchestrator]:
+    orch = Orchestrator(agents=AGENTS)
+    await orch.initialize()
+    yield orch
+    await orch.close()
+
+
+@pytest.fixture
+async def fast_fake() -> AsyncIterator[FakeSlack]:
+    """A fake with Slack's limit shapes scaled down so tests run fast."""
+    limits = {
+        "chat.postMessage": TierLimit(5, 1.0),
+        "chat.update": TierLimit(50, 1.0),
+        "chat.startStream": TierLimit(50, 1.0),
+        "chat.appendStream": TierLimit(100, 1.0),
+        "chat.stopStream": TierLimit(50, 1.0),
+    }
+    async with FakeSlack(limits=limits) as fake:
+        yield fake
+
+
+async def test_mention_gets_a_threaded_streamed_answer(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        delivery = await bot.mention("T1", channel="C1", user="U1", text="tell me a story")
+        await bot.settle(1)
+    mention_ts = delivery.payload["event"]["ts"]
+    replies = fast_fake.bot_messages(channel="C1")
+    assert len(replies) == 1
+    reply = replies[0]
+    assert reply.thread_ts == mention_ts  # answered in a thread under the mention
+    assert reply.stream_state == "stopped"  # native streaming, closed at the end
+    assert reply.text == "Once upon a time there was a **bot**."
+    assert fast_fake.calls_to("chat.startStream")[0].params["recipient_user_id"] == "U1"
+    assert delivery.acked.is_set()
+
+
+async def test_thread_follow_up_continues_the_conversation(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        first = await bot.mention("T1", channel="C1", user="U1", text="book table")
+        root = first.payload["event"]["ts"]
+        await bot.settle(1)
+        await bot.say("T1", channel="C1", user="U1", text="4", thread_ts=root)
+        await bot.settle(2)
+        await bot.say("T1", channel="C1", user="U1", text="Friday", thread_ts=root)
+        await bot.settle(3)
+        # A message in some other thread, without a mention, is not for the bot.
+        await bot.say("T1", channel="C1", user="U1", text="book table", thread_ts="1.000001")
+        await bot.settle(4)
+    texts = [m.text for m in fast_fake.bot_messages(channel="C1")]
+    assert texts == ["How many guests?", "Which day?", "Booked a table for 4 on Friday!"]
+    assert all(m.thread_ts == root for m in fast_fake.bot_messages(channel="C1"))
+
+
+async def test_thread_follow_up_after_a_restart_of_the_channel(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        first = await bot.mention("T1", channel="C1", user="U1", text="book table")
+        await bot.settle(1)
+    root = first.payload["event"]["ts"]
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as restarted:
+        await restarted.say("T1", channel="C1", user="U1", text="6", thread_ts=root)
+        await restarted.settle(1)
+    assert [m.text for m in fast_fake.bot_messages(channel="C1")] == ["How many guests?", "Which day?"]
+
+
+async def test_dm_slot_filling_over_several_messages(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        for n, text in enumerate(["I need a reservation", "2", "Saturday"], start=1):
+            await bot.dm("T1", user="U7", text=text, channel="D7")
+            await bot.settle(n)
+    replies = fast_fake.bot_messages(channel="D7")
+    assert [m.text for m in replies] == [
+        "How many guests?",
+        "Which day?",
+        "Booked a table for 2 on Saturday!",
+    ]
+    assert all(m.thread_ts is None for m in replies)  # top level of the DM, not a thread
+    assert not fast_fake.calls_to("chat.startStream")
+
+
+async def test_no_match_gives_a_block_kit_help_reply(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        await bot.mention("T1", channel="C1", user="U1", text="what is the meaning of life")
+        await bot.settle(1)
+    [reply] = fast_fake.bot_messages(channel="C1")
+    assert reply.blocks is not None
+    shown = "\n".join(b["text"]["text"] for b in reply.blocks if "text" in b)
+    for name, description, example in [
+        ("SlackBooking", "Books a table for you.", "book table"),
+        ("SlackStory", "Tells a short story.", "tell me a story"),
+    ]:
+        assert name in shown and description in shown and f"`{example}`" in shown
+    assert "Sorry, I didn't get that." in reply.text
+
+
+async def test_failed_agent_gives_a_short_apology(fast_fake: FakeSlack, orchestrator: Orchestrator) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        await bot.dm("T1", user="U1", text="crash please")
+        await bot.settle(1)
+    [reply] = fast_fake.bot_messages(channel="DU1")
+    assert reply.text.startswith("Sorry")
+    assert "hunter2" not in reply.text and "Traceback" not in reply.text and "RuntimeError" not in reply.text
+
+
+async def test_two_workspaces_with_the_same_user_are_kept_apart(
+    fast_fake: FakeSlack, orchestrator: Orchestrator, tmp_path: Path
+) -> None:
+    db = tmp_path / "installs.sqlite3"
+    key = Fernet.generate_key().decode()
+    async with SlackTestBot(
+        fast_fake, orchestrator, oauth=True, installation_db_path=str(db), secret_key=key
+    ) as bot:
+        one = await bot.install("T1")
+        two = await bot.install("T2")
+        await bot.dm("T1", user="USAME", text="book table", channel="DSAME")
+        await bot.settle(1)
+        await bot.dm("T2", user="USAME", text="book table", channel="DSAME")
+        await bot.settle(2)
+        await bot.dm("T1", user="USAME", text="3", channel="DSAME")
+        await bot.settle(3)
+        await bot.dm("T2", user="USAME", text="5", channel="DSAME")
+        await bot.settle(4)
+        await bot.dm("T1", user="USAME", text="Monday", channel="DSAME")
+        await bot.settle(5)
+    assert [m.text for m in fast_fake.bot_messages(team_id="T1")] == [
+        "How many guests?",
+        "Which day?",
+        "Booked a table for 3 on Monday!",
+    ]
+    assert [m.text for m in fast_fake.bot_messages(team_id="T2")] == ["How many guests?", "Which day?"]
+    # Each workspace was answered with its own installation's token.
+    posts = fast_fake.calls_to("chat.postMessage")
+    assert {c.token for c in posts if c.team_id == "T1"} == {one.bot_token}
+    assert {c.token for c in posts if c.team_id == "T2"} == {two.bot_token}
+    # Installation tokens are encrypted at rest.
+    stored = db.read_bytes()
+    assert one.bot_token.encode() not in stored and two.bot_token.encode() not in stored
+
+
+@pytest.mark.parametrize("mode", ["socket", "http"])
+async def test_redelivery_gives_one_answer(
+    fast_fake: FakeSlack, orchestrator: Orchestrator, mode: str
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, mode=mode) as bot:  # type: ignore[arg-type]
+        first = await bot.mention("T1", channel="C1", user="U1", text="tell me a story")
+        await bot.settle(1)
+        retry = await bot.redeliver(first)
+        await bot.settle(2)
+        assert retry.acked.is_set() and retry.retry_attempt == 1
+    assert len(fast_fake.bot_messages(channel="C1")) == 1
+
+
+async def test_event_whose_first_delivery_was_lost_is_still_answered(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, mode="http") as bot:
+        event = fast_fake.app_mention(
+            "T1", channel="C1", user="U1", text=f"<@{ws.bot_user_id}> tell me a story"
+        )
+        payload = fast_fake.event_callback("T1", event)
+        # Slack's first attempt never reached the app; only the retry arrives.
+        await fast_fake.send_http_event(bot.url + "/slack/events", payload, retry_num=1)
+        await bot.settle(1)
+    assert [m.text for m in fast_fake.bot_messages(channel="C1")] == ["Once upon a time there was a **bot**."]
+
+
+async def test_429_with_retry_after_is_survived_with_the_complete_text(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    fast_fake.force_rate_limit("chat.update", retry_after=1, times=2)
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, max_message_chars=12_000) as bot:
+        await bot.dm("T1", user="U1", text="essay please")
+        await bot.settle(1, timeout=20)
+    assert len(fast_fake.rate_limited_calls) == 2
+    assert words(fast_fake.transcript(channel="DU1")) == words(LONG_ANSWER)
+
+
+async def test_native_stream_expiry_mid_answer_loses_no_text(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    fast_fake.stream_expires_after_chars = 300
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, max_message_chars=12_000) as bot:
+        await bot.mention("T1", channel="C1", user="U1", text="essay please")
+        await bot.settle(1)
+    messages = fast_fake.bot_messages(channel="C1")
+    assert messages[0].stream_state == "expired"
+    assert len(messages) >= 2
+    assert words(fast_fake.transcript(channel="C1")) == words(LONG_ANSWER)
+
+
+async def test_refused_native_stream_falls_back_to_post_and_edit(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    fast_fake.refuse_streams_with = "not_allowed_token_type"
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        await bot.mention("T1", channel="C1", user="U1", text="tell me a story")
+        await bot.settle(1)
+    [reply] = fast_fake.bot_messages(channel="C1")
+    assert reply.stream_state is None
+    assert reply.text == "Once upon a time there was a *bot*."  # Markdown bold rendered as Slack mrkdwn
+
+
+async def test_long_answer_continues_in_new_messages_at_boundaries(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, max_message_chars=1500) as bot:
+        await bot.dm("T1", user="U1", text="essay please")
+        await bot.settle(1)
+    messages = fast_fake.bot_messages(channel="DU1")
+    assert len(messages) >= 4
+    assert all(len(m.text) <= 1500 for m in messages)
+    assert all(m.text.rstrip().endswith(tuple("0123456789")) for m in messages)  # cut between words
+    assert words(fast_fake.transcript(channel="DU1")) == words(LONG_ANSWER)
+
+
+async def test_twenty_conversations_stream_at_once_without_a_single_429(orchestrator: Orchestrator) -> None:
+    limits = {
+        "chat.postMessage": TierLimit(1, 0.2),
+        "chat.update": TierLimit(10, 0.5),
+        "chat.startStream": TierLimit(8, 0.5),
+        "chat.appendStream": TierLimit(20, 0.5),
+        "chat.stopStream": TierLimit(8, 0.5),
+    }
+    async with FakeSlack(limits=limits) as fake:
+        ws = fake.add_workspace("T1")
+        async with SlackTestBot(fake, orchestrator, workspace=ws) as bot:
+            for i in range(10):
+                await bot.mention("T1", channel=f"C{i}", user=f"U{i}", text="tell me a story")
+                await bot.dm("T1", user=f"U{i}", text="essay please", channel=f"D{i}")
+            await bot.settle(20, timeout=60)
+        assert fake.rate_limited_calls == []
+        for i in range(10):
+            assert words(fake.transcript(channel=f"C{i}")) == words("Once upon a time there was a **bot**.")
+            assert words(fake.transcript(channel=f"D{i}")) == words(LONG_ANSWER)
+
+
+async def test_http_mode_rejects_bad_signature_and_stale_timestamp(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, mode="http") as bot:
+        url = bot.url + "/slack/events"
+        event = fast_fake.app_mention(
+            "T1", channel="C1", user="U1", text=f"<@{ws.bot_user_id}> tell me a story"
+        )
+        payload = fast_fake.event_callback("T1", event)
+        forged = await fast_fake.send_http_event(url, payload, signature="v0=" + "0" * 64)
+        stale = await fast_fake.send_http_event(url, payload, timestamp=1_600_000_000)
+        good = await fast_fake.send_http_event(url, payload)
+        await bot.settle(1)
+    assert forged.http_status == 401 and stale.http_status == 401
+    assert good.http_status == 200
+    assert len(fast_fake.bot_messages(channel="C1")) == 1
+
+
+async def test_malformed_event_is_logged_and_ignored(
+    fast_fake: FakeSlack, orchestrator: Orchestrator, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    caplog.set_level(logging.WARNING, logger="adapters.slack")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        broken = fast_fake.event_callback(
+            "T1", {"type": "message", "text": "no channel, no ts", "user": "U1"}
+        )
+        await bot.deliver(broken)
+        await bot.settle(1)
+        await bot.dm("T1", user="U1", text="tell me a story")
+        await bot.settle(2)
+    assert any("malformed" in r.getMessage() for r in caplog.records)
+    assert [m.text for m in fast_fake.bot_messages()] == ["Once upon a time there was a *bot*."]
+
+
+async def test_ignores_own_and_other_bots_edits_joins_and_empty_text(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        dm = {"channel": "DU1", "channel_type": "im"}
+        await bot.say("T1", user=ws.bot_user_id, text="tell me a story", **dm)
+        await bot.say("T1", user="U2", text="tell me a story", bot_id="BOTHER", **dm)
+        await bot.say("T1", user="U1", text="tell me a story", subtype="message_changed", **dm)
+        await bot.say("T1", user="U1", text="<@U1> joined", subtype="channel_join", **dm)
+        await bot.mention("T1", channel="C1", user="U1", text="   ")
+        await bot.settle(5)
+        assert fast_fake.bot_messages() == []
+        await bot.mention("T1", channel="C1", user="U1", text="tell me a story")
+        await bot.settle(6)
+    assert len(fast_fake.bot_messages()) == 1
+
+
+async def test_respond_to_bots_when_configured(fast_fake: FakeSlack, orchestrator: Orchestrator) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, respond_to_bots=True) as bot:
+        await bot.say(
+            "T1", channel="DU2", channel_type="im", user="U2", text="tell me a story", bot_id="BOTHER"
+        )
+        await bot.settle(1)
+    assert len(fast_fake.bot_messages(channel="DU2")) == 1

@@ -1,0 +1,101 @@
+"""Unit tests of the Slack channel's helpers: Markdown conversion, splitting, Block Kit, call budgets."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters._slack_format import help_blocks, split_at_boundary, to_mrkdwn
+from adapters._slack_pacing import BudgetRegistry, CallBudget, RateLimit
+from flowagents import AgentInfo
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        ("**bold** and __also__", "*bold* and *also*"),
+        ("*italic* text", "_italic_ text"),
+        ("~~gone~~", "~gone~"),
+        ("[docs](https://example.com/a?b=1)", "<https://example.com/a?b=1|docs>"),
+        ("# Title\n- one\n- two", "*Title*\n• one\n• two"),
+        ("a < b && c > d", "a &lt; b &amp;&amp; c &gt; d"),
+        ("hi <@U123> in <#C1>", "hi <@U123> in <#C1>"),
+        ("`**not bold**`", "`**not bold**`"),
+        ("```python\nx = **y**\n```", "```\nx = **y**\n```"),
+    ],
+)
+def test_markdown_becomes_slack_mrkdwn(markdown: str, mrkdwn: str) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
+
+
+def test_split_prefers_paragraph_then_word_boundaries_and_loses_nothing() -> None:
+    text = "First paragraph here.\n\nSecond paragraph is longer than the rest."
+    head, rest = split_at_boundary(text, 30)
+    assert head == "First paragraph here.\n\n" and head + rest == text
+    head, rest = split_at_boundary("alpha beta gamma delta", 12)
+    assert head == "alpha beta " and head + rest == "alpha beta gamma delta"
+    head, rest = split_at_boundary("x" * 50, 20)
+    assert (head, rest) == ("x" * 20, "x" * 30)
+
+
+def test_help_blocks_list_each_agent_with_description_and_example() -> None:
+    catalog = [
+        AgentInfo(name="Booking", description="Books tables.", triggers=["book table"], example=None),
+        AgentInfo(name="Leave", description="Requests time off.", triggers=[], example="I need Friday off"),
+    ]
+    blocks = help_blocks("I can help with these:", catalog)
+    texts = [b["text"]["text"] for b in blocks]
+    assert texts[0] == "I can help with these:"
+    assert "*Booking*" in texts[2] and "Books tables." in texts[2] and "`book table`" in texts[2]
+    assert "`I need Friday off`" in texts[3]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_budget_allows_the_limit_per_window_then_refills() -> None:
+    clock = Clock()
+    budget = CallBudget(RateLimit(2, 10.0), margin=0.0, clock=clock)
+    for _ in range(2):
+        slot = budget.try_slot()
+        assert slot is not None
+        async with slot:
+            pass
+    assert budget.try_slot() is None and budget.tight
+    clock.now += 10.0
+    assert budget.try_slot() is not None
+
+
+async def test_budget_counts_calls_in_flight_and_dates_them_by_their_answer() -> None:
+    clock = Clock()
+    budget = CallBudget(RateLimit(1, 10.0), margin=0.0, clock=clock)
+    slot = budget.try_slot()
+    assert slot is not None
+    async with slot:
+        clock.now += 30.0  # a slow answer
+        assert budget.try_slot() is None  # still in flight: it counts
+    clock.now += 9.0
+    assert budget.try_slot() is None  # the window starts when Slack answered
+    clock.now += 1.0
+    assert budget.try_slot() is not None
+
+
+def test_cool_off_blocks_the_whole_budget() -> None:
+    clock = Clock()
+    budget = CallBudget(RateLimit(50, 60.0), clock=clock)
+    budget.cool_off(3.0)
+    assert budget.try_slot() is None and budget.tight
+    clock.now += 3.0
+    assert budget.try_slot() is not None
+
+
+def test_registry_shares_budgets_per_workspace_and_method() -> None:
+    registry = BudgetRegistry({"chat.update": RateLimit(5, 1.0)})
+    assert registry.get("T1", "chat.update", "C1") is registry.get("T1", "chat.update", "C2")
+    assert registry.get("T1", "chat.update") is not registry.get("T2", "chat.update")
+    assert registry.get("T1", "chat.postMessage", "C1") is not registry.get("T1", "chat.postMessage", "C2")
+    assert registry.get("T1", "auth.test") is None

@@ -408,17 +408,10 @@ class Orchestrator:
         return result
 
     @staticmethod
-    def _stamp(result: AgentResult, key: ConversationKey, turn: _Turn) -> AgentResult:
-        """Give the result the turn's whole text and its conversation (fields set only when they differ)."""
-        text = turn.text
-        if result.raw_message != text:
-            result.raw_message = text
-        if result.tenant_id != key.tenant_id:
-            result.tenant_id = key.tenant_id
-        if result.conversation_id != key.conversation_id:
-            result.conversation_id = key.conversation_id
-        if result.user_id != key.user_id:
-            result.user_id = key.user_id
+    def _stamp(result: AgentResult, key: ConversationKey, turn: _Turn, **more: Any) -> AgentResult:
+        """Give the result the turn's whole text and its conversation, plus `more` fields."""
+        _assign(result, raw_message=turn.text, tenant_id=key.tenant_id, conversation_id=key.conversation_id,
+                user_id=key.user_id, **more)
         return result
 
     async def _turn(
@@ -455,9 +448,7 @@ class Orchestrator:
                                        fallback=context.get("routing_fallback")))
             result = await self.handle_no_match(message, context)
             turn.say(result.raw_message)
-            result.no_match = True
-            result.agent_name = None
-            return self._stamp(result, key, turn)
+            return self._stamp(result, key, turn, no_match=True, agent_name=None)
         return await self._start(self._specs[decision.agent_type], decision, message, key, context, turn)
 
     def _strategy_name(self) -> str:
@@ -721,9 +712,9 @@ class Orchestrator:
             if task is not None:
                 self._deadlines.disarm(task)
         if result.agent_name is None:
-            result.agent_name = spec.name
+            _assign(result, agent_name=spec.name)
         if not result.data and record.values:
-            result.data = dict(record.values)
+            _assign(result, data=dict(record.values))
         return result
 
     async def _consume(self, stream: Any, turn: _Turn) -> AgentResult | None:
@@ -756,6 +747,13 @@ class Orchestrator:
         await self.store.save(key, record)
         turn.say(f"Cancelled: {spec.description}.".replace("..", "."))
         return self._stamp(AgentResult(status=AgentStatus.CANCELLED, agent_name=spec.name), key, turn)
+
+
+def _assign(result: AgentResult, **values: Any) -> None:
+    """Set fields of a result the orchestrator built or received, without pydantic's per-attribute
+    `__setattr__` (a large share of a turn's cost). The values are already of the right types."""
+    result.__dict__.update(values)
+    result.__pydantic_fields_set__.update(values)
 
 
 def _make_slot_extractor(llm_client: Any) -> Any:

@@ -110,6 +110,7 @@ class TriggerIndex:
         self._root = _Node()
         self._count = 0
         self._compiled = False
+        self._starters: frozenset[str] = frozenset()
         for agent in agents:
             for trigger in agent.triggers:
                 self.add(agent.name, trigger)
@@ -150,39 +151,48 @@ class TriggerIndex:
             node.onward = bool(node.children or node.skip)
             node.ends = [(t, 0) for t in node.terminal] + node.skip_terminal
             stack.extend(node.children.values())
+        self._starters = frozenset(self._root.children) | frozenset(self._root.skip)
         self._compiled = True
 
     def find(self, message: str) -> list[TriggerMatch]:
         """Every trigger occurring in the message (its best occurrence)."""
+        return [
+            TriggerMatch(trig.agent, trig.text, trig.words, penalty, trig.order)
+            for penalty, trig in self.scan(message).values()
+        ]
+
+    def scan(self, message: str) -> dict[int, tuple[int, _Trigger]]:
+        """Trigger order -> (penalty, trigger) of its best occurrence; the allocation-light core of `find`."""
         if not self._compiled:
             self.compile()
         raw = _TOKEN.findall(message.lower())
-        if not raw:
-            return []
         stems = list(map(stem, raw))
+        starters = self._starters
+        best: dict[int, tuple[int, _Trigger]] = {}
+        starts = [i for i, word in enumerate(stems) if word in starters]
+        if not starts:
+            return best
         n = len(raw)
-        best: dict[int, TriggerMatch] = {}
         root = self._root
         first_words = root.children
         first_skips = root.skip
         stack: list[tuple[_Node, int, int]] = []
         push = stack.append
-        for start in range(n):
+        for start in starts:
             word = stems[start]
             first = first_words.get(word)
             if first is not None:
                 push((first, start + 1, 0 if raw[start] in first.raw else 1))
-            if first_skips:
-                via = first_skips.get(word)
-                if via is not None:  # the user left out the trigger's leading filler word(s)
-                    for node, cost in via:
-                        push((node, start + 1, cost + (raw[start] not in node.raw)))
+            via = first_skips.get(word)
+            if via is not None:  # the user left out the trigger's leading filler word(s)
+                for node, cost in via:
+                    push((node, start + 1, cost + (raw[start] not in node.raw)))
             while stack:
                 node, pos, penalty = stack.pop()
                 for trig, extra in node.ends:
                     seen = best.get(trig.order)
-                    if seen is None or seen.penalty > penalty + extra:
-                        best[trig.order] = TriggerMatch(trig.agent, trig.text, trig.words, penalty + extra, trig.order)
+                    if seen is None or seen[0] > penalty + extra:
+                        best[trig.order] = (penalty + extra, trig)
                 if penalty > _MAX_PENALTY or not node.onward:
                     continue
                 children = node.children
@@ -190,18 +200,38 @@ class TriggerIndex:
                 # The next trigger word, possibly after up to MAX_GAP filler words of the message.
                 for j in range(pos, min(pos + MAX_GAP + 1, n)):
                     word = stems[j]
-                    gap = j - pos
                     child = children.get(word)
                     if child is not None:
-                        push((child, j + 1, penalty + gap + (raw[j] not in child.raw)))
+                        push((child, j + 1, penalty + j - pos + (raw[j] not in child.raw)))
                     if skip:
                         via = skip.get(word)
                         if via is not None:  # a filler word of the trigger left out by the user
                             for skipped, cost in via:
-                                push((skipped, j + 1, penalty + gap + cost + (raw[j] not in skipped.raw)))
+                                push((skipped, j + 1, penalty + j - pos + cost + (raw[j] not in skipped.raw)))
                     if raw[j] not in FILLER_WORDS:
                         break
-        return list(best.values())
+        return best
+
+    def decide(self, message: str, candidates: frozenset[str] | None = None) -> RoutingDecision | None:
+        """The routing decision for a message: `pick(find(message))` without the intermediate objects."""
+        found = self.scan(message)
+        if not found:
+            return None
+        allowed = [e for e in found.values() if candidates is None or e[1].agent in candidates]
+        if not allowed:
+            return None
+        top = min(allowed, key=_rank) if len(allowed) > 1 else allowed[0]
+        penalty, trig = top
+        confidence = max(0.6, 1.0 - 0.05 * penalty)
+        for other_penalty, other in allowed:
+            if other.agent != trig.agent and other.words == trig.words and other_penalty == penalty:
+                confidence = min(confidence, 0.5)  # two agents match equally well: ambiguous
+                break
+        return _decision(trig.agent, trig.text, confidence)
+
+
+def _rank(entry: tuple[int, _Trigger]) -> tuple[int, int, int]:
+    return (-entry[1].words, entry[0], entry[1].order)
 
 
 def pick(matches: Sequence[TriggerMatch], candidates: frozenset[str] | None = None) -> RoutingDecision | None:
@@ -244,4 +274,4 @@ class TriggerRouter:
     async def route(
         self, message: str, context: dict[str, Any], candidates: frozenset[str]
     ) -> RoutingDecision | None:
-        return pick(self.index.find(message), candidates)
+        return self.index.decide(message, candidates)

@@ -14,7 +14,16 @@ from aiohttp import WSMsgType, web
 from flowagents.testing._discord_state import World, iso_now, member_payload
 
 # Opcodes.
-DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 0, 1, 2, 6, 7, 9, 10, 11
+DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, INVALID_SESSION, HELLO, HEARTBEAT_ACK = (
+    0,
+    1,
+    2,
+    6,
+    7,
+    9,
+    10,
+    11,
+)
 PRIVILEGED = {1 << 1: "GUILD_MEMBERS", 1 << 8: "GUILD_PRESENCES", 1 << 15: "MESSAGE_CONTENT"}
 MESSAGE_CONTENT = 1 << 15
 
@@ -111,7 +120,9 @@ class Gateway:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return None
         self.identifies += 1
-        session = Session(id=secrets.token_hex(16), shard_id=shard_id, shard_count=shard_count, intents=intents)
+        session = Session(
+            id=secrets.token_hex(16), shard_id=shard_id, shard_count=shard_count, intents=intents
+        )
         session.conn = conn
         old = self.shards.get(shard_id)
         if old is not None:
@@ -164,7 +175,9 @@ class Gateway:
     def shard_for(self, guild_id: int | None) -> Session:
         """The current session serving ``guild_id`` (DMs go to shard 0)."""
         if not self.shards:
-            raise RuntimeError("No bot is connected to the fake gateway yet; await fake.wait_until_ready() first.")
+            raise RuntimeError(
+                "No bot is connected to the fake gateway yet; await fake.wait_until_ready() first."
+            )
         count = next(iter(self.shards.values())).shard_count
         shard_id = 0 if guild_id is None else (guild_id >> 22) % count
         try:
@@ -172,7 +185,9 @@ class Gateway:
         except KeyError:
             raise RuntimeError(f"No connected session runs shard {shard_id} (of {count}).") from None
 
-    async def dispatch(self, guild_id: int | None, name: str, data: dict[str, Any], *, times: int = 1) -> None:
+    async def dispatch(
+        self, guild_id: int | None, name: str, data: dict[str, Any], *, times: int = 1
+    ) -> None:
         """Send an event to the shard of ``guild_id``; ``times`` > 1 simulates duplicate deliveries."""
         session = self.shard_for(guild_id)
         for _ in range(times):

@@ -69,7 +69,9 @@ def validate_message(body: dict[str, Any], *, creating: bool) -> web.Response | 
             value = embed.get(key) or ""
             total += len(value)
             if len(value) > limit:
-                return form_error(f"embeds.{i}.{key}", "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+                return form_error(
+                    f"embeds.{i}.{key}", "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length."
+                )
         fields = embed.get("fields") or []
         if len(fields) > 25:
             return form_error(f"embeds.{i}.fields", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
@@ -87,12 +89,16 @@ def validate_message(body: dict[str, Any], *, creating: bool) -> web.Response | 
     for i, row in enumerate(rows):
         items = row.get("components") or []
         if not 1 <= len(items) <= 5:
-            return form_error(f"components.{i}.components", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
+            return form_error(
+                f"components.{i}.components", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length."
+            )
         for j, item in enumerate(items):
             if len(item.get("custom_id", "")) > 100 or len(item.get("label") or "") > 80:
                 return form_error(f"components.{i}.components.{j}", "BASE_TYPE_MAX_LENGTH", "Too long.")
             if len(item.get("options") or []) > 25:
-                return form_error(f"components.{i}.components.{j}.options", "BASE_TYPE_MAX_LENGTH", "Too many.")
+                return form_error(
+                    f"components.{i}.components.{j}.options", "BASE_TYPE_MAX_LENGTH", "Too many."
+                )
     if creating and not content and not embeds and not rows:
         return error(400, 50006, "Cannot send an empty message")
     return None
@@ -122,9 +128,21 @@ class RestApi:
             ("PUT", r"/applications/(?P<app>\d+)/guilds/(?P<guild>\d+)/commands", self.put_commands),
             ("POST", r"/interactions/(?P<iid>\d+)/(?P<token>[^/]+)/callback", self.callback),
             ("POST", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)", self.followup),
-            ("GET", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<mid>@original|\d+)", self.get_webhook_msg),
-            ("PATCH", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<mid>@original|\d+)", self.edit_webhook_msg),
-            ("DELETE", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<mid>@original|\d+)", self.delete_webhook_msg),
+            (
+                "GET",
+                r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<mid>@original|\d+)",
+                self.get_webhook_msg,
+            ),
+            (
+                "PATCH",
+                r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<mid>@original|\d+)",
+                self.edit_webhook_msg,
+            ),
+            (
+                "DELETE",
+                r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<mid>@original|\d+)",
+                self.delete_webhook_msg,
+            ),
             ("GET", r"/channels/(?P<channel>\d+)", self.get_channel),
             ("POST", r"/channels/(?P<channel>\d+)/messages", self.create_message),
             ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<mid>\d+)", self.get_message),
@@ -149,25 +167,39 @@ class RestApi:
             else:
                 text = await raw.text()
                 body = json.loads(text) if text else None
-        call = RestCall(method=raw.method, path=path, json=body, query=dict(raw.query))
+        call = RestCall(
+            method=raw.method,
+            path=path,
+            json=body,
+            query=dict(raw.query),
+            at=asyncio.get_running_loop().time(),
+        )
         self.world.calls.append(call)
         try:
             resp = await self._dispatch(raw, path, body, call)
         finally:
             self.changed.set()
         call.status = resp.status
+        call.headers = {
+            k: v for k, v in resp.headers.items() if k.lower().startswith(("x-ratelimit", "retry"))
+        }
         if resp.status == 429:
             self.rate_limited.append(call)
         return resp
 
     async def _dispatch(self, raw: web.Request, path: str, body: Any, call: RestCall) -> web.Response:
-        for method, pattern, handler in self._routes:
-            m = pattern.match(path)
-            if m and method == raw.method:
-                break
-        else:
+        found = next(
+            (
+                (handler, m)
+                for method, pattern, handler in self._routes
+                if method == raw.method and (m := pattern.match(path))
+            ),
+            None,
+        )
+        if found is None:
             return error(404, 0, "404: Not Found")
-        params = m.groupdict()
+        handler, match = found
+        params = match.groupdict()
         loop_now = asyncio.get_running_loop().time()
         authed = raw.headers.get("Authorization") == f"Bot {self.world.config.token}"
         is_webhook = path.startswith("/webhooks/") or path.startswith("/interactions/")
@@ -204,7 +236,7 @@ class RestApi:
         if path.startswith("/interactions/"):
             return "", None
         if "token" in params:
-            key = f"webhook:{params['token'][:12]}"
+            key = f"webhook:{params['token'][-16:]}"
             limit, window = cfg.webhook_limit, cfg.webhook_window
         elif "channel" in params:
             kind = "messages" if "/messages" in path else path.rsplit("/", 1)[-1]
@@ -230,7 +262,9 @@ class RestApi:
         if is_global:
             body["code"] = 0
         hdrs = dict(headers)
-        hdrs.update({"Retry-After": str(max(1, math.ceil(wait))), "X-RateLimit-Scope": scope, "Via": "1.1 google"})
+        hdrs.update(
+            {"Retry-After": str(max(1, math.ceil(wait))), "X-RateLimit-Scope": scope, "Via": "1.1 google"}
+        )
         if is_global:
             hdrs["X-RateLimit-Global"] = "true"
         return jresp(body, status=429, headers=hdrs)
@@ -240,7 +274,11 @@ class RestApi:
     async def gateway_bot(self, req: Request) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}
         return jresp(
-            {"url": self.gateway_url(), "shards": self.world.config.recommended_shards, "session_start_limit": limit}
+            {
+                "url": self.gateway_url(),
+                "shards": self.world.config.recommended_shards,
+                "session_start_limit": limit,
+            }
         )
 
     async def gateway(self, req: Request) -> web.Response:
@@ -288,7 +326,11 @@ class RestApi:
                 return form_error("0.name", "APPLICATION_COMMAND_INVALID_NAME", "Invalid command name")
             stored = dict(cmd)
             stored.update(
-                {"id": str(self.world.snowflake()), "application_id": str(self.world.application_id), "version": "1"}
+                {
+                    "id": str(self.world.snowflake()),
+                    "application_id": str(self.world.application_id),
+                    "version": "1",
+                }
             )
             if guild_id is not None:
                 stored["guild_id"] = str(guild_id)
@@ -358,7 +400,11 @@ class RestApi:
         if bad is not None:
             return bad
         ref = (body.get("message_reference") or {}).get("message_id")
-        if ref and int(ref) not in self.world.messages and body["message_reference"].get("fail_if_not_exists", True):
+        if (
+            ref
+            and int(ref) not in self.world.messages
+            and body["message_reference"].get("fail_if_not_exists", True)
+        ):
             return form_error("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
         msg = self._new_message(channel_id, body)
         return jresp(self.world.message_payload(msg))
@@ -417,16 +463,24 @@ class RestApi:
         cb_type = int(body.get("type", 0))
         data = body.get("data") or {}
         if cb_type not in (4, 5, 6, 7, 9) or (cb_type in (6, 7) and inter.type != 3):
-            return form_error("type", "INTERACTION_RESPONSE_TYPE_INVALID", "Invalid interaction response type")
+            return form_error(
+                "type", "INTERACTION_RESPONSE_TYPE_INVALID", "Invalid interaction response type"
+            )
         msg: FakeMessage | None = None
         if cb_type == 4:
             bad = validate_message(data, creating=True)
             if bad is not None:
                 return bad
-            msg = self._new_message(inter.channel_id, data, webhook_id=self.world.application_id, interaction_id=inter.id)
+            msg = self._new_message(
+                inter.channel_id, data, webhook_id=self.world.application_id, interaction_id=inter.id
+            )
         elif cb_type == 5:
-            msg = self._new_message(inter.channel_id, {"content": "", "flags": LOADING | int(data.get("flags") or 0)},
-                                    webhook_id=self.world.application_id, interaction_id=inter.id)
+            msg = self._new_message(
+                inter.channel_id,
+                {"content": "", "flags": LOADING | int(data.get("flags") or 0)},
+                webhook_id=self.world.application_id,
+                interaction_id=inter.id,
+            )
         elif cb_type in (6, 7):
             msg = self.world.messages[int(inter.payload["message"]["id"])]
             if cb_type == 7:

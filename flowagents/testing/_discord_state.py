@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 DISCORD_EPOCH_MS = 1420070400000
@@ -29,7 +29,7 @@ class SnowflakeFactory:
 
 def iso_now() -> str:
     """Current time in Discord's ISO-8601 format."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass
@@ -42,6 +42,10 @@ class RestCall:
     status: int = 0
     bucket: str = ""
     query: dict[str, str] = field(default_factory=dict)
+    at: float = 0.0
+    """Event-loop time the fake received the request (for debugging; tests should not assert on it)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Rate-limit headers of the response."""
 
 
 @dataclass
@@ -78,7 +82,7 @@ class FakeMessage:
         for row in self.components:
             for comp in row.get("components", []):
                 if comp.get("custom_id") == custom_id:
-                    return comp
+                    return dict(comp)
         raise KeyError(custom_id)
 
 

@@ -29,7 +29,6 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-import pytest_asyncio
 from aiohttp import web
 
 from flowagents.testing._discord_config import FakeDiscordConfig
@@ -142,9 +141,11 @@ class FakeDiscord:
 
     # -- world setup ----------------------------------------------------------------------------------
 
-    def add_guild(self, name: str = "Test server", channels: int = 1) -> FakeGuild:
-        """Add a server with ``channels`` text channels (before the bot connects, or call :meth:`guild_join`)."""
-        guild = FakeGuild(id=self.world.snowflake(), name=name)
+    def add_guild(
+        self, name: str = "Test server", channels: int = 1, *, guild_id: int | None = None
+    ) -> FakeGuild:
+        """Add a server with ``channels`` text channels (before the bot connects; else :meth:`guild_join`)."""
+        guild = FakeGuild(id=guild_id or self.world.snowflake(), name=name)
         for i in range(channels):
             cid = self.world.snowflake()
             guild.channels[cid] = FakeChannel(id=cid, type=GUILD_TEXT, name=f"general-{i}", guild_id=guild.id)
@@ -178,7 +179,13 @@ class FakeDiscord:
         raise LookupError(f"Command /{name} was never synced (guild {guild_id} or global).")
 
     def _new_interaction(
-        self, itype: int, data: dict[str, Any], *, guild_id: int | None, channel_id: int | None, user_id: int,
+        self,
+        itype: int,
+        data: dict[str, Any],
+        *,
+        guild_id: int | None,
+        channel_id: int | None,
+        user_id: int,
         message: FakeMessage | None = None,
     ) -> FakeInteraction:
         w = self.world
@@ -210,8 +217,14 @@ class FakeDiscord:
         if message is not None:
             payload["message"] = w.message_payload(message)
         inter = FakeInteraction(
-            id=iid, token=token, type=itype, channel_id=channel.id, guild_id=guild_id, user_id=user_id,
-            payload=payload, created=asyncio.get_running_loop().time(),
+            id=iid,
+            token=token,
+            type=itype,
+            channel_id=channel.id,
+            guild_id=guild_id,
+            user_id=user_id,
+            payload=payload,
+            created=asyncio.get_running_loop().time(),
         )
         w.interactions[iid] = inter
         w.tokens[token] = iid
@@ -237,7 +250,8 @@ class FakeDiscord:
             raw_options = options
         else:
             raw_options = [
-                {"name": k, "type": _OPTION_TYPES.get(type(v), 3), "value": v} for k, v in (options or {}).items()
+                {"name": k, "type": _OPTION_TYPES.get(type(v), 3), "value": v}
+                for k, v in (options or {}).items()
             ]
         data: dict[str, Any] = {"id": cmd["id"], "name": name, "type": 1, "options": raw_options}
         if "guild_id" in cmd:
@@ -246,14 +260,21 @@ class FakeDiscord:
         await self.gateway.dispatch(guild_id, "INTERACTION_CREATE", inter.payload, times=times)
         return inter
 
-    async def click(self, message: FakeMessage, custom_id: str, *, user_id: int, times: int = 1) -> FakeInteraction:
+    async def click(
+        self, message: FakeMessage, custom_id: str, *, user_id: int, times: int = 1
+    ) -> FakeInteraction:
         """A user clicks the button ``custom_id`` of ``message``."""
         comp = message.component(custom_id)
         if comp.get("type") != 2:
             raise ValueError(f"{custom_id!r} is not a button; use select().")
         data = {"custom_id": custom_id, "component_type": 2}
         inter = self._new_interaction(
-            3, data, guild_id=message.guild_id, channel_id=message.channel_id, user_id=user_id, message=message
+            3,
+            data,
+            guild_id=message.guild_id,
+            channel_id=message.channel_id,
+            user_id=user_id,
+            message=message,
         )
         await self.gateway.dispatch(message.guild_id, "INTERACTION_CREATE", inter.payload, times=times)
         return inter
@@ -267,7 +288,12 @@ class FakeDiscord:
             raise ValueError(f"{custom_id!r} is not a string select menu.")
         data = {"custom_id": custom_id, "component_type": 3, "values": values}
         inter = self._new_interaction(
-            3, data, guild_id=message.guild_id, channel_id=message.channel_id, user_id=user_id, message=message
+            3,
+            data,
+            guild_id=message.guild_id,
+            channel_id=message.channel_id,
+            user_id=user_id,
+            message=message,
         )
         await self.gateway.dispatch(message.guild_id, "INTERACTION_CREATE", inter.payload)
         return inter
@@ -280,20 +306,30 @@ class FakeDiscord:
         guild_id: int | None = None,
         channel_id: int | None = None,
         mention_bot: bool = False,
+        reply_to: FakeMessage | None = None,
         times: int = 1,
     ) -> FakeMessage:
         """A user posts ``content``: in their DM with the bot (no ``guild_id``) or in a server channel.
 
         With ``mention_bot`` the content starts with ``<@bot>`` and the bot is in ``mentions``. Like Discord,
         guild messages that do not mention the bot arrive with empty content unless the bot identified with
-        the message-content intent.
+        the message-content intent. ``reply_to`` makes it a reply (without a ping) to that message.
         """
         w = self.world
         channel = w.channels[channel_id] if channel_id is not None else w.dm_channel(user_id)
         text = f"<@{w.bot_id}> {content}" if mention_bot else content
-        msg = FakeMessage(id=w.snowflake(), channel_id=channel.id, guild_id=guild_id, author_id=user_id, content=text)
+        msg = FakeMessage(
+            id=w.snowflake(),
+            channel_id=channel.id,
+            guild_id=guild_id,
+            author_id=user_id,
+            content=text,
+            reference_id=reply_to.id if reply_to else None,
+        )
         w.messages[msg.id] = msg
         data = w.message_payload(msg)
+        if reply_to is not None:
+            data["referenced_message"] = w.message_payload(reply_to)
         if mention_bot:
             data["mentions"] = [w.bot_user()]
         if guild_id is not None:
@@ -306,7 +342,7 @@ class FakeDiscord:
 
     # -- gateway control ------------------------------------------------------------------------------
 
-    async def wait_until_ready(self, timeout: float = 10.0) -> None:
+    async def wait_until_ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until a bot identified and got READY."""
         await asyncio.wait_for(self.gateway.ready.wait(), timeout)
 
@@ -324,7 +360,7 @@ class FakeDiscord:
         """Send op 9 INVALID_SESSION: the client must IDENTIFY again unless ``resumable``."""
         await self.gateway.send_op(shard_id, INVALID_SESSION, resumable)
 
-    async def wait_resumed(self, timeout: float = 10.0) -> None:
+    async def wait_resumed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until a client RESUMEd after :meth:`request_reconnect` / :meth:`drop_connection`."""
         await asyncio.wait_for(self.gateway.resumed.wait(), timeout)
 
@@ -347,7 +383,7 @@ class FakeDiscord:
         """The text a user sees for an interaction's answer: its messages' contents joined."""
         return "".join(m.content for m in self.interaction_messages(inter))
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until ``predicate()`` holds (checked after each REST call); TimeoutError otherwise."""
 
         async def _loop() -> None:
@@ -355,14 +391,20 @@ class FakeDiscord:
                 self.rest.changed.clear()
                 try:
                     await asyncio.wait_for(self.rest.changed.wait(), 0.05)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
         await asyncio.wait_for(_loop(), timeout)
 
 
-@pytest_asyncio.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    """A running :class:`FakeDiscord` with default settings, stopped after the test."""
-    async with FakeDiscord() as fake:
-        yield fake
+try:
+    import pytest_asyncio
+except ImportError:  # the fixture is only for pytest users
+    pass
+else:
+
+    @pytest_asyncio.fixture
+    async def fake_discord() -> AsyncIterator[FakeDiscord]:
+        """A running :class:`FakeDiscord` with default settings, stopped after the test."""
+        async with FakeDiscord() as fake:
+            yield fake

@@ -1,0 +1,615 @@
+"""End-to-end tests of the Discord channel: the real discord.py against the loopback fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import pytest
+
+from adapters.discord import DEFAULT_DM_TENANT, DiscordChannel
+from flowagents import AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
+from flowagents.errors import ConfigurationError
+from flowagents.testing.discord import FakeDiscord, FakeDiscordConfig, FakeGuild, FakeInteraction
+
+# Scaled-down budgets: the fake enforces them, the channel paces within them.
+EDIT_BUDGET = (5, 0.5)
+
+LONG_ANSWER = "\n\n".join(f"Paragraph {i}: " + " ".join(f"w{i}_{j}" for j in range(40)) for i in range(10))
+
+
+@flowagent(
+    triggers=["book table"], name="DiscordBooking", description="Books a table.", examples=["book table"]
+)
+class DiscordBookingAgent(StandardAgent):
+    guests: int = InputField("How many guests?")
+    day: str = InputField("Which day?")
+
+    async def on_running(self, msg: str) -> object:
+        return self.make_result(
+            status=AgentStatus.COMPLETED, raw_message=f"Booked for {self.guests} on {self.day}!"
+        )
+
+
+@flowagent(triggers=["order lunch"], name="DiscordLunch", description="Orders lunch.")
+class DiscordLunchAgent(StandardAgent):
+    dish: str = InputField("Which dish?", choices=["Pizza", "Salad", "Soup"])
+
+    async def on_running(self, msg: str) -> object:
+        return self.make_result(status=AgentStatus.COMPLETED, raw_message=f"Ordered {self.dish}.")
+
+
+@flowagent(triggers=["tell story"], name="DiscordStory", description="Tells a story.")
+class DiscordStoryAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        for word in ["Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "bot", "."]:
+            yield word
+            await asyncio.sleep(0.01)
+
+
+@flowagent(triggers=["essay"], name="DiscordEssay", description="Writes a long essay.")
+class DiscordEssayAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        for paragraph in LONG_ANSWER.split("\n\n"):
+            yield paragraph + "\n\n"
+            await asyncio.sleep(0.005)
+
+
+@flowagent(triggers=["crash"], name="DiscordCrash", description="Always fails.")
+class DiscordCrashAgent(StandardAgent):
+    async def on_running(self, msg: str) -> object:
+        raise RuntimeError("database password is hunter2")
+
+
+CHATTY = " ".join(f"word{i}" for i in range(40))
+
+
+@flowagent(triggers=["chatty"], name="DiscordChatty", description="Streams many small chunks.")
+class DiscordChattyAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        words = CHATTY.split(" ")
+        for i, word in enumerate(words):
+            yield word if i == len(words) - 1 else word + " "
+            await asyncio.sleep(0.01)
+
+
+GATE: dict[str, asyncio.Event] = {}
+
+
+@flowagent(triggers=["slow answer"], name="DiscordSlow", description="Answers when released.")
+class DiscordSlowAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        yield "First half. "
+        await GATE["slow"].wait()
+        yield "Second half."
+
+
+AGENTS = [
+    DiscordBookingAgent,
+    DiscordLunchAgent,
+    DiscordStoryAgent,
+    DiscordEssayAgent,
+    DiscordCrashAgent,
+    DiscordSlowAgent,
+    DiscordChattyAgent,
+]
+
+
+@dataclass
+class Env:
+    fake: FakeDiscord
+    channel: DiscordChannel
+    orchestrator: Orchestrator
+    guild: FakeGuild
+    other: FakeGuild
+
+    @property
+    def channel_id(self) -> int:
+        return self.guild.channel_ids[0]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    *, allow_429: bool = False, channel_options: dict[str, Any] | None = None, **config: Any
+) -> AsyncIterator[Env]:
+    """A fake Discord with two servers and a DiscordChannel connected to it."""
+    settings = {
+        "edit_limit": EDIT_BUDGET[0],
+        "edit_window": EDIT_BUDGET[1],
+        "heartbeat_interval_ms": 500,
+        **config,
+    }
+    async with FakeDiscord(FakeDiscordConfig(**settings)) as fake:
+        guild = fake.add_guild("Acme")
+        other = fake.add_guild("Globex")
+        orchestrator = Orchestrator(agents=AGENTS)
+        await orchestrator.initialize()
+        options: dict[str, Any] = {
+            "edit_budget": EDIT_BUDGET,
+            "guild_ready_timeout": 0.05,
+            **(channel_options or {}),
+        }
+        channel = DiscordChannel(
+            orchestrator,
+            token=fake.token,
+            api_url=fake.api_url,
+            gateway_url=fake.gateway_url,
+            guild_ids=[guild.id, other.id],
+            **options,
+        )
+        runner = asyncio.create_task(channel.start())
+        await channel.wait_until_ready(timeout=10)
+        try:
+            yield Env(fake, channel, orchestrator, guild, other)
+        finally:
+            await channel.stop()
+            await asyncio.wait_for(runner, 10)
+            await orchestrator.close()
+        if not allow_429:
+            assert not fake.rate_limited, f"unexpected 429s: {fake.rate_limited}"
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    async with running() as e:
+        yield e
+
+
+async def ask(
+    env: Env, text: str, *, user_id: int = 42, guild: FakeGuild | None = None, times: int = 1
+) -> FakeInteraction:
+    guild = guild or env.guild
+    return await env.fake.slash_command(
+        "ask",
+        {"message": text},
+        user_id=user_id,
+        guild_id=guild.id,
+        channel_id=guild.channel_ids[0],
+        times=times,
+    )
+
+
+async def test_commands_synced_to_configured_guilds(env: Env) -> None:
+    names = {c["name"] for c in env.fake.world.commands[env.guild.id]}
+    assert names == {"ask", "help", "cancel"}
+    assert {c["name"] for c in env.fake.world.commands[env.other.id]} == names
+
+
+async def test_ask_is_deferred_and_streamed_with_the_right_final_text(env: Env) -> None:
+    inter = await ask(env, "tell story please")
+    await env.fake.wait_for(lambda: env.fake.final_text(inter) == "Once upon a time there was a bot.")
+    assert inter.callback_type == 5  # deferred ("thinking...") first
+    callback = env.fake.calls_to("POST", "/callback")[0]
+    first_edit = env.fake.calls_to("PATCH", "/messages/@original")[0]
+    assert env.fake.calls.index(callback) < env.fake.calls.index(first_edit)
+    assert len(env.fake.interaction_messages(inter)) == 1
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+async def test_dm_slot_filling_over_several_messages(env: Env) -> None:
+    fake = env.fake
+    dm = fake.dm_channel_id(7)
+    await fake.user_message("book table please", user_id=7)
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == ["How many guests?"])
+    await fake.user_message("4", user_id=7)
+    await fake.wait_for(lambda: len(fake.bot_messages(dm)) == 2)
+    await fake.user_message("friday", user_id=7)
+    await fake.wait_for(lambda: len(fake.bot_messages(dm)) == 3)
+    assert [m.content for m in fake.bot_messages(dm)] == [
+        "How many guests?",
+        "Which day?",
+        "Booked for 4 on friday!",
+    ]
+    assert fake.calls_to("POST", f"/channels/{dm}/typing"), "typing indicator while the agent works"
+
+
+async def test_choices_field_answered_by_a_button(env: Env) -> None:
+    fake = env.fake
+    inter = await ask(env, "order lunch")
+    await fake.wait_for(
+        lambda: (
+            bool(fake.interaction_messages(inter)) and bool(fake.interaction_messages(inter)[-1].components)
+        )
+    )
+    question = fake.interaction_messages(inter)[-1]
+    assert question.content == "Which dish?"
+    labels = [c["label"] for row in question.components for c in row["components"]]
+    assert labels == ["Pizza", "Salad", "Soup"]
+    salad = next(cid for cid in question.custom_ids if cid.endswith(":Salad"))
+    # Someone else cannot answer this user's question.
+    stranger = await fake.click(question, salad, user_id=99)
+    await fake.wait_for(lambda: stranger.acknowledged)
+    assert fake.world.messages[question.id].components, "buttons stay for the asked user"
+    click = await fake.click(question, salad, user_id=42)
+    await fake.wait_for(lambda: fake.final_text(click).endswith("Ordered Salad."))
+    assert fake.world.messages[question.id].components == []  # buttons removed after the answer
+    assert "Salad" in fake.world.messages[question.id].content
+
+
+async def test_many_choices_use_a_select_menu(env: Env) -> None:
+    fake = env.fake
+
+    @flowagent(triggers=["pick color"], name="DiscordColor", description="Picks a color.")
+    class ColorAgent(StandardAgent):
+        color: str = InputField("Which color?", choices=["red", "green", "blue", "cyan", "magenta", "yellow"])
+
+        async def on_running(self, msg: str) -> object:
+            return f"You picked {self.color}."
+
+    orchestrator = Orchestrator(agents=[ColorAgent])
+    await orchestrator.initialize()
+    env.channel.orchestrator = orchestrator
+    dm = fake.dm_channel_id(5)
+    await fake.user_message("pick color", user_id=5)
+    await fake.wait_for(lambda: bool(fake.bot_messages(dm)) and bool(fake.bot_messages(dm)[-1].components))
+    question = fake.bot_messages(dm)[-1]
+    menu = question.components[0]["components"][0]
+    assert menu["type"] == 3 and [o["value"] for o in menu["options"]][:2] == ["red", "green"]
+    pick = await fake.select(question, menu["custom_id"], ["blue"], user_id=5)
+    await fake.wait_for(
+        lambda: [m.content for m in fake.interaction_messages(pick)][-1:] == ["You picked blue."]
+    )
+    assert fake.world.messages[question.id].components == []
+    await orchestrator.close()
+
+
+async def test_help_lists_the_agents(env: Env) -> None:
+    fake = env.fake
+    inter = await fake.slash_command("help", user_id=1, guild_id=env.guild.id, channel_id=env.channel_id)
+    await fake.wait_for(lambda: bool(fake.interaction_messages(inter)))
+    embed = fake.interaction_messages(inter)[0].embeds[0]
+    names = [f["name"] for f in embed["fields"]]
+    assert "DiscordBooking" in names and "DiscordLunch" in names
+    booking = next(f for f in embed["fields"] if f["name"] == "DiscordBooking")
+    assert "Books a table." in booking["value"] and "book table" in booking["value"]
+
+
+async def test_no_match_becomes_a_help_reply(env: Env) -> None:
+    fake = env.fake
+    inter = await ask(env, "what is the meaning of life")
+    await fake.wait_for(lambda: any(m.embeds for m in fake.interaction_messages(inter)))
+    last = fake.interaction_messages(inter)[-1]
+    assert last.content.strip()
+    assert "DiscordStory" in [f["name"] for f in last.embeds[0]["fields"]]
+
+
+async def test_two_servers_with_the_same_user_id_are_kept_apart(env: Env) -> None:
+    fake = env.fake
+    first = await ask(env, "book table", user_id=42)
+    await fake.wait_for(lambda: fake.final_text(first) == "How many guests?")
+    second = await ask(env, "2", user_id=42, guild=env.other)
+    await fake.wait_for(
+        lambda: any(m.embeds for m in fake.interaction_messages(second))
+    )  # no match in Globex
+    third = await ask(env, "3", user_id=42)
+    await fake.wait_for(lambda: fake.final_text(third) == "Which day?")  # Acme's booking continues
+    assert {a.tenant_id for a in env.orchestrator.get_active_agents(tenant_id=str(env.guild.id))} == {
+        str(env.guild.id)
+    }
+    assert env.orchestrator.get_active_agents(tenant_id=str(env.other.id)) == []
+
+
+async def test_dms_use_their_own_tenant(env: Env) -> None:
+    fake = env.fake
+    await fake.user_message("book table", user_id=8)
+    await fake.wait_for(lambda: bool(fake.bot_messages(fake.dm_channel_id(8))))
+    active = env.orchestrator.get_active_agents(tenant_id=DEFAULT_DM_TENANT)
+    assert [a.agent for a in active] == ["DiscordBooking"]
+
+
+async def test_ten_conversations_stream_at_once_in_one_channel(env: Env) -> None:
+    fake = env.fake
+    inters = [await ask(env, "chatty", user_id=100 + i) for i in range(10)]
+    await fake.wait_for(lambda: all(fake.final_text(i) == CHATTY for i in inters), timeout=30)
+    assert not fake.rate_limited
+    assert env.channel.rate_limited == 0
+    assert env.channel.pacer.waits > 0  # the channel's edit budget really was shared
+    assert all(len(fake.interaction_messages(i)) == 1 for i in inters)
+    edits = fake.calls_to("PATCH", "/messages/@original")
+    assert len(edits) < 10 * len(CHATTY.split())  # chunks were coalesced
+
+
+async def test_long_answer_is_split_at_paragraph_boundaries(env: Env) -> None:
+    fake = env.fake
+    assert 2400 < len(LONG_ANSWER) < 2700
+    inter = await ask(env, "essay")
+    await fake.wait_for(lambda: fake.final_text(inter).strip() == LONG_ANSWER, timeout=20)
+    pages = [m.content for m in fake.interaction_messages(inter)]
+    assert len(pages) == 2
+    assert all(len(p) <= 2000 for p in pages)
+    assert pages[0].endswith("\n\n") and pages[1].startswith("Paragraph")
+    assert words("".join(pages)) == words(LONG_ANSWER)
+
+
+async def test_gateway_reconnect_mid_answer_gives_one_complete_answer() -> None:
+    async with running(replay_overlap=5) as env:
+        fake = env.fake
+        GATE["slow"] = asyncio.Event()
+        inter = await ask(env, "slow answer")
+        await fake.wait_for(lambda: fake.final_text(inter) == "First half. ")
+        await fake.request_reconnect()
+        await fake.wait_resumed()  # the resume replays the INTERACTION_CREATE again
+        GATE["slow"].set()
+        await fake.wait_for(lambda: fake.final_text(inter) == "First half. Second half.")
+        await fake.drop_connection()
+        await fake.wait_resumed()
+        after = await ask(env, "tell story")
+        await fake.wait_for(lambda: fake.final_text(after) == "Once upon a time there was a bot.")
+        assert fake.gateway.resumes == 2 and fake.gateway.identifies == 1
+        assert inter.callback_count == 1
+        assert len(fake.interaction_messages(inter)) == 1
+        assert (
+            len(fake.bot_messages(env.channel_id)) == 2
+        )  # one answer per question, no replayed second answer
+
+
+async def test_duplicate_deliveries_never_answer_twice(env: Env) -> None:
+    fake = env.fake
+    inter = await ask(env, "tell story", times=2)
+    dm = fake.dm_channel_id(9)
+    await fake.user_message("tell story", user_id=9, times=3)
+    await fake.wait_for(lambda: fake.final_text(inter) == "Once upon a time there was a bot.")
+    await fake.wait_for(
+        lambda: [m.content for m in fake.bot_messages(dm)] == ["Once upon a time there was a bot."]
+    )
+    # Let any late duplicate handling finish before counting.
+    await asyncio.sleep(0.3)
+    assert len(fake.bot_messages(dm)) == 1
+    assert len(fake.bot_messages(env.channel_id)) == 1
+
+
+async def test_bad_option_value_is_answered_clearly(env: Env) -> None:
+    fake = env.fake
+    bad = await fake.slash_command(
+        "ask",
+        [{"name": "message", "type": 4, "value": 5}],
+        user_id=1,
+        guild_id=env.guild.id,
+        channel_id=env.channel_id,
+    )
+    await fake.wait_for(lambda: bool(fake.interaction_messages(bad)))
+    msg = fake.interaction_messages(bad)[0]
+    assert "/ask message:" in msg.content and "Traceback" not in msg.content
+    missing = await fake.slash_command("ask", [], user_id=1, guild_id=env.guild.id, channel_id=env.channel_id)
+    await fake.wait_for(lambda: bool(fake.interaction_messages(missing)))
+    assert "/ask message:" in fake.interaction_messages(missing)[0].content
+
+
+async def test_oversized_message_is_answered_clearly(env: Env) -> None:
+    fake = env.fake
+    inter = await ask(env, "x" * 5000)
+    await fake.wait_for(lambda: bool(fake.interaction_messages(inter)))
+    text = fake.interaction_messages(inter)[0].content
+    assert "5,000 characters" in text and "4,000" in text
+    dm = fake.dm_channel_id(3)
+    await fake.user_message("y" * 4500, user_id=3)
+    await fake.wait_for(lambda: bool(fake.bot_messages(dm)))
+    assert "4,500 characters" in fake.bot_messages(dm)[0].content
+
+
+async def test_failed_agent_gives_a_short_apology(env: Env) -> None:
+    fake = env.fake
+    inter = await ask(env, "crash")
+    await fake.wait_for(lambda: fake.final_text(inter) != "")
+    text = fake.final_text(inter)
+    assert "hunter2" not in text and "Traceback" not in text and "RuntimeError" not in text
+    assert len(text) < 300
+
+
+async def test_mention_in_a_server_channel_is_answered_as_a_reply(env: Env) -> None:
+    fake = env.fake
+    await fake.user_message("hello everyone", user_id=4, guild_id=env.guild.id, channel_id=env.channel_id)
+    question = await fake.user_message(
+        "tell story", user_id=4, guild_id=env.guild.id, channel_id=env.channel_id, mention_bot=True
+    )
+    await fake.wait_for(lambda: bool(fake.bot_messages(env.channel_id)))
+    await fake.wait_for(
+        lambda: fake.bot_messages(env.channel_id)[0].content == "Once upon a time there was a bot."
+    )
+    reply = fake.bot_messages(env.channel_id)[0]
+    assert reply.reference_id == question.id
+    assert len(fake.bot_messages(env.channel_id)) == 1  # the message without a mention was ignored
+
+
+async def test_cancel_stops_the_active_agent(env: Env) -> None:
+    fake = env.fake
+    first = await ask(env, "book table")
+    await fake.wait_for(lambda: fake.final_text(first) == "How many guests?")
+    cancel = await fake.slash_command("cancel", user_id=42, guild_id=env.guild.id, channel_id=env.channel_id)
+    await fake.wait_for(lambda: fake.final_text(cancel) != "")
+    assert env.orchestrator.get_active_agents(tenant_id=str(env.guild.id)) == []
+
+
+async def test_answer_outliving_the_interaction_token_continues_in_the_channel() -> None:
+    async with running(interaction_ttl=1.0, channel_options={"interaction_ttl": 1.0}) as env:
+        fake = env.fake
+        GATE["slow"] = asyncio.Event()
+        inter = await ask(env, "slow answer")
+        await fake.wait_for(lambda: fake.final_text(inter) == "First half. ")
+        await asyncio.sleep(1.1)  # the token expires (scaled down from 15 minutes)
+        GATE["slow"].set()
+        await fake.wait_for(lambda: len(fake.bot_messages(env.channel_id)) == 2)
+        contents = [m.content for m in fake.bot_messages(env.channel_id)]
+        assert contents == ["First half. ", "Second half."]
+        assert fake.bot_messages(env.channel_id)[1].webhook_id is None  # a plain channel message
+
+
+async def test_edits_cool_off_after_a_429_and_still_end_complete() -> None:
+    # The fake's hidden budget is tighter than the one the channel was told: 429s happen.
+    async with running(allow_429=True, edit_limit=1, edit_window=0.3) as env:
+        fake = env.fake
+        inters = [await ask(env, "tell story", user_id=200 + i) for i in range(3)]
+        expected = "Once upon a time there was a bot."
+        await fake.wait_for(lambda: all(fake.final_text(i) == expected for i in inters), timeout=30)
+        assert env.channel.rate_limited == len(fake.rate_limited) > 0
+
+
+async def test_shards_in_two_processes_serve_one_bot() -> None:
+    async with FakeDiscord(FakeDiscordConfig(edit_limit=EDIT_BUDGET[0], edit_window=EDIT_BUDGET[1])) as fake:
+        stamp = fake.world.snowflake() >> 22
+        even = fake.add_guild("Even", guild_id=((stamp & ~1) << 22) | 1)
+        odd = fake.add_guild("Odd", guild_id=((stamp | 1) << 22) | 2)
+        orchestrator = Orchestrator(agents=AGENTS)  # shared state (one Redis in production)
+        await orchestrator.initialize()
+        channels = [
+            DiscordChannel(
+                orchestrator,
+                token=fake.token,
+                api_url=fake.api_url,
+                gateway_url=fake.gateway_url,
+                guild_ids=[even.id, odd.id],
+                shard_count=2,
+                shard_ids=[shard],
+                edit_budget=EDIT_BUDGET,
+                guild_ready_timeout=0.05,
+            )
+            for shard in (0, 1)
+        ]
+        runners = [asyncio.create_task(c.start()) for c in channels]
+        try:
+            for c in channels:
+                await c.wait_until_ready(timeout=10)
+            assert [g.id for g in channels[0].client.guilds] == [even.id]
+            assert [g.id for g in channels[1].client.guilds] == [odd.id]
+            answers = [
+                await fake.slash_command(
+                    "ask", {"message": "tell story"}, user_id=1, guild_id=g.id, channel_id=g.channel_ids[0]
+                )
+                for g in (even, odd)
+            ]
+            expected = "Once upon a time there was a bot."
+            await fake.wait_for(lambda: all(fake.final_text(a) == expected for a in answers))
+            assert sorted(fake.gateway.shards) == [0, 1]
+        finally:
+            for c in channels:
+                await c.stop()
+            await asyncio.gather(*runners, return_exceptions=True)
+            await orchestrator.close()
+
+
+async def test_refused_message_content_intent_is_a_clear_configuration_error() -> None:
+    async with FakeDiscord(FakeDiscordConfig(allow_message_content=False)) as fake:
+        orchestrator = Orchestrator(agents=AGENTS)
+        channel = DiscordChannel(
+            orchestrator,
+            token=fake.token,
+            api_url=fake.api_url,
+            gateway_url=fake.gateway_url,
+            message_content=True,
+            guild_ready_timeout=0.05,
+        )
+        with pytest.raises(ConfigurationError, match="message-content intent"):
+            await asyncio.wait_for(channel.start(), 10)
+
+
+async def test_bad_token_is_a_clear_configuration_error() -> None:
+    async with FakeDiscord() as fake:
+        channel = DiscordChannel(Orchestrator(agents=AGENTS), token="wrong", api_url=fake.api_url)
+        with pytest.raises(ConfigurationError, match="DISCORD_BOT_TOKEN"):
+            await asyncio.wait_for(channel.start(), 10)
+
+
+def test_from_env_reads_the_discord_variables() -> None:
+    orchestrator = Orchestrator(agents=AGENTS)
+    assert DiscordChannel.from_env(orchestrator, env={}) is None
+    channel = DiscordChannel.from_env(
+        orchestrator,
+        env={
+            "DISCORD_BOT_TOKEN": "t",
+            "DISCORD_API_URL": "http://127.0.0.1:1/api/v10/",
+            "DISCORD_GATEWAY_URL": "ws://127.0.0.1:1/gateway",
+            "DISCORD_GUILD_IDS": "1, 2",
+            "DISCORD_SHARD_COUNT": "4",
+            "DISCORD_SHARD_IDS": "2,3",
+        },
+    )
+    assert channel is not None
+    assert channel.api_url == "http://127.0.0.1:1/api/v10" and channel.guild_ids == [1, 2]
+    assert isinstance(channel.client, discord.AutoShardedClient) and channel.client.shard_ids == [2, 3]
+    with pytest.raises(ConfigurationError, match="ws://"):
+        DiscordChannel(orchestrator, token="t", gateway_url="https://example.com")
+    with pytest.raises(ConfigurationError, match="SHARD_COUNT"):
+        DiscordChannel(orchestrator, token="t", shard_ids=[1])
+
+
+async def test_threads_are_conversations_of_their_own(env: Env) -> None:
+    fake = env.fake
+    thread = fake.add_thread(env.guild.id, env.channel_id)
+    await fake.guild_join(env.guild)  # refresh the bot's cache with the thread
+    first = await ask(env, "book table")
+    await fake.wait_for(lambda: fake.final_text(first) == "How many guests?")
+    in_thread = await fake.slash_command(
+        "ask", {"message": "3"}, user_id=42, guild_id=env.guild.id, channel_id=thread.id
+    )
+    await fake.wait_for(
+        lambda: any(m.embeds for m in fake.interaction_messages(in_thread))
+    )  # nothing waits there
+    again = await ask(env, "3")
+    await fake.wait_for(lambda: fake.final_text(again) == "Which day?")
+
+
+async def test_replies_without_a_ping_need_the_message_content_intent() -> None:
+    async with running(channel_options={"message_content": True}) as env:
+        fake = env.fake
+        await fake.user_message(
+            "book table", user_id=4, guild_id=env.guild.id, channel_id=env.channel_id, mention_bot=True
+        )
+        await fake.wait_for(
+            lambda: [m.content for m in fake.bot_messages(env.channel_id)] == ["How many guests?"]
+        )
+        question = fake.bot_messages(env.channel_id)[0]
+        await fake.user_message(
+            "5", user_id=4, guild_id=env.guild.id, channel_id=env.channel_id, reply_to=question
+        )
+        await fake.wait_for(lambda: len(fake.bot_messages(env.channel_id)) == 2)
+        assert fake.bot_messages(env.channel_id)[1].content == "Which day?"
+
+
+async def test_invalid_session_reidentifies_through_the_configured_gateway(env: Env) -> None:
+    fake = env.fake
+    fake.gateway.ready.clear()
+    await fake.invalidate_session()
+    await fake.wait_until_ready()
+    assert fake.gateway.identifies == 2
+    inter = await ask(env, "tell story")
+    await fake.wait_for(lambda: fake.final_text(inter) == "Once upon a time there was a bot.")
+
+
+class GuardedOrchestrator(Orchestrator):
+    async def should_process(self, message: str, context: dict[str, Any]) -> bool:
+        return "blocked" not in message
+
+
+async def test_declined_messages_resolve_the_deferred_response_and_stay_silent_in_dms(env: Env) -> None:
+    fake = env.fake
+    orchestrator = GuardedOrchestrator(agents=AGENTS)
+    await orchestrator.initialize()
+    env.channel.orchestrator = orchestrator
+    inter = await ask(env, "blocked words")
+    await fake.wait_for(lambda: fake.final_text(inter) != "")
+    assert fake.final_text(inter) == "I can't take that request right now."
+    dm = fake.dm_channel_id(11)
+    await fake.user_message("blocked words", user_id=11)
+    await fake.user_message("tell story", user_id=11)
+    await fake.wait_for(lambda: bool(fake.bot_messages(dm)))
+    await fake.wait_for(lambda: fake.bot_messages(dm)[-1].content == "Once upon a time there was a bot.")
+    assert len(fake.bot_messages(dm)) == 1
+    await orchestrator.close()
+
+
+async def test_a_deleted_answer_message_is_posted_again(env: Env) -> None:
+    fake = env.fake
+    GATE["slow"] = asyncio.Event()
+    dm = fake.dm_channel_id(12)
+    await fake.user_message("slow answer", user_id=12)
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == ["First half. "])
+    fake.bot_messages(dm)[0].deleted = True  # a moderator removed it
+    GATE["slow"].set()
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == ["First half. Second half."])

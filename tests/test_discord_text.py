@@ -1,0 +1,41 @@
+"""Page splitting and help embeds of the Discord channel."""
+
+from __future__ import annotations
+
+from adapters._discord_text import help_embed, split_pages, split_point, strip_mentions
+from flowagents import AgentInfo
+
+
+def test_short_text_is_one_page() -> None:
+    assert split_pages("hello") == ["hello"]
+    assert split_point("x" * 2000) == 2000
+
+
+def test_split_prefers_paragraph_then_line_then_word_breaks() -> None:
+    para = "a" * 1500 + "\n\n" + "b" * 800
+    assert split_pages(para) == ["a" * 1500 + "\n\n", "b" * 800]
+    line = "a" * 1500 + "\n" + "b" * 800
+    assert split_pages(line) == ["a" * 1500 + "\n", "b" * 800]
+    words = ("word " * 500).strip()
+    pages = split_pages(words)
+    assert all(len(p) <= 2000 for p in pages) and "".join(pages) == words
+    assert all(p.endswith(" ") for p in pages[:-1])
+
+
+def test_early_breaks_are_ignored_and_unbroken_text_is_cut_hard() -> None:
+    text = "ab\n\n" + "c" * 2500
+    assert split_pages(text) == [text[:2000], text[2000:]]
+
+
+def test_strip_mentions_keeps_other_users() -> None:
+    assert strip_mentions("<@1> hi <@!2> and <@1>", 1) == "hi <@!2> and"
+
+
+def test_help_embed_lists_agents_with_examples() -> None:
+    embed = help_embed(
+        [AgentInfo(name="Booking", description="Books tables.", triggers=["book table"], example=None)]
+    )
+    field = embed.fields[0]
+    assert field.name == "Booking" and "Books tables." in (field.value or "")
+    assert "book table" in (field.value or "")
+    assert help_embed([]).description == "No agents are configured yet."

@@ -53,7 +53,8 @@ def l2_normalise(matrix: NDArray[np.floating]) -> Vectors:
     out = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     norms[norms == 0.0] = 1.0
-    return (out / norms).astype(np.float32, copy=False)
+    normalised: Vectors = (out / norms).astype(np.float32, copy=False)
+    return normalised
 
 
 def sha256_file(path: Path) -> str:

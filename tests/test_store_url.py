@@ -1,0 +1,66 @@
+"""`store_from_url` / `store_from_env`: FLOWAGENTS_STORE picks the backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowagents.errors import ConfigurationError
+from flowagents.storage import MemoryIsolation, MemoryStore
+from flowagents.storage.postgres import PostgresIsolation, PostgresStore
+from flowagents.storage.redis import RedisIsolation, RedisStore, redact
+from flowagents.storage.sqlite import SQLiteStore
+from flowagents.storage.url import store_from_env, store_from_url
+
+
+def test_memory() -> None:
+    store, isolation = store_from_url("memory", idle_ttl_seconds=5)
+    assert isinstance(store, MemoryStore) and isinstance(isolation, MemoryIsolation)
+    assert store.idle_ttl_seconds == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [("sqlite:///data/bot.db", Path("data/bot.db")), ("sqlite:////var/lib/bot.db", Path("/var/lib/bot.db")),
+     ("sqlite:///bot.db?x=1", Path("bot.db"))],
+)
+def test_sqlite_paths_follow_the_sqlalchemy_convention(url: str, path: Path) -> None:
+    store, isolation = store_from_url(url)
+    assert isinstance(store, SQLiteStore) and isinstance(isolation, MemoryIsolation)
+    assert store.path == path
+
+
+def test_unset_means_sqlite_in_the_data_directory(tmp_path: Path) -> None:
+    store, _ = store_from_env({"FLOWAGENTS_DATA_DIR": str(tmp_path)})
+    assert isinstance(store, SQLiteStore) and store.path == tmp_path / "flowagents.sqlite3"
+    store, _ = store_from_env({})
+    assert isinstance(store, SQLiteStore) and store.path == Path("data/flowagents.sqlite3")
+
+
+def test_a_prefix_lets_several_bots_share_one_database() -> None:
+    store, isolation = store_from_url("redis://127.0.0.1:6379/3?prefix=bot2&socket_timeout=1")
+    assert isinstance(store, RedisStore) and isinstance(isolation, RedisIsolation)
+    assert store.keys.prefix == isolation.keys.prefix == "bot2"
+    assert store.url == isolation.url == "redis://127.0.0.1:6379/3?socket_timeout=1"
+    store, _ = store_from_url("postgresql://bot@db/bot?prefix=bot2_")
+    assert isinstance(store, PostgresStore) and store.prefix == "bot2_" and store.dsn == "postgresql://bot@db/bot"
+
+
+def test_redis_and_postgres() -> None:
+    store, isolation = store_from_url("redis://127.0.0.1:6379/3", lease_seconds=4)
+    assert isinstance(store, RedisStore) and isinstance(isolation, RedisIsolation)
+    assert isolation.lease_seconds == 4
+    store, isolation = store_from_env({"FLOWAGENTS_STORE": "postgresql://bot@db:5432/bot"})
+    assert isinstance(store, PostgresStore) and isinstance(isolation, PostgresIsolation)
+
+
+@pytest.mark.parametrize("url", ["mysql://x", "sqlite://host/file.db", "sqlite:///:memory:"])
+def test_bad_urls_say_what_to_use(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"sqlite:///|memory"):
+        store_from_url(url)
+
+
+def test_credentials_never_appear_in_messages() -> None:
+    assert redact("redis://:s3cret@cache:6380/2") == "redis://cache:6380/2"
+    assert "s3cret" not in redact("postgresql://bot:s3cret@db/bot")

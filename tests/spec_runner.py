@@ -23,7 +23,8 @@ def spec_path() -> Path:
 
 
 async def run_block(source: str, namespace: dict[str, Any]) -> None:
-    code = compile(source, "<orchestrator.md>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    code = compile(source, "<orchestrator.md>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                       dont_inherit=True)
     outcome = eval(code, namespace)
     if asyncio.iscoroutine(outcome):
         await outcome

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m bot
 
-test: $(STAMP)
+test: $(STAMP) install-browser
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -31,7 +31,11 @@ clean:
 # Headless Chromium + driver for the playground browser test (Debian/Ubuntu; needs root). No-op when present.
 install-browser: $(STAMP)
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			chromium chromium-driver; \
+		if [ "$$(id -u)" = 0 ]; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				chromium chromium-driver) || echo "warning: could not install chromium; the browser test will not pass"; \
+		else \
+			echo "note: not root, so chromium is not installed; the playground browser test is skipped (fails in CI)"; \
+		fi; \
 	fi
 	@$(PY) -c "import selenium" 2>/dev/null || $(PY) -m pip install --quiet "selenium>=4.20"

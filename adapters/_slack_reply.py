@@ -21,6 +21,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters._slack_format import split_at_boundary, to_mrkdwn
 from adapters._slack_pacing import BudgetRegistry
+from flowagents import observability
 
 __all__ = ["ReplyWriter", "retry_after_seconds"]
 
@@ -299,16 +300,19 @@ class ReplyWriter:
                 holder = maybe
             try:
                 async with holder:
-                    return await call()
+                    with observability.span("slack.api", method=method):
+                        return await call()
             except SlackApiError as exc:
                 if exc.response.status_code != 429:
                     raise
                 delay = retry_after_seconds(exc)
                 log.warning("slack %s rate limited; cooling off %.1fs", method, delay)
+                observability.platform_rate_limited("slack", delay)
                 if budget is not None:
                     budget.cool_off(delay)
                 if not wait:
                     raise
+                observability.platform_retry("slack")
                 if budget is None:
                     await asyncio.sleep(delay)
         raise _NoBudget(f"{method} still rate limited after {MAX_429_RETRIES} tries")

@@ -60,7 +60,9 @@ class ConsoleChannel:
         prefix = "bot> " if self.interactive else ""
         self._write(prefix)
         choices: list[str] | None = None
-        async for event in self.orchestrator.process_stream(text, tenant_id=self.tenant_id, user_id=self.user_id):
+        async for event in self.orchestrator.process_stream(
+            text, tenant_id=self.tenant_id, user_id=self.user_id, metadata={"platform": "console"}
+        ):
             if isinstance(event, MessageChunkEvent):
                 self._write(event.content)
             elif isinstance(event, InputRequiredEvent):

@@ -25,6 +25,7 @@ from adapters._discord_pacer import EditPacer
 from adapters._discord_stream import ChannelTarget, InteractionTarget, StreamRenderer, Target
 from adapters._discord_text import APOLOGY, NO_MATCH_INTRO, help_embed, strip_mentions, too_long
 from adapters._discord_ui import ChoiceButton, ChoiceSelect, choices_view
+from flowagents import observability
 from flowagents.errors import ConfigurationError
 
 __all__ = ["DEFAULT_API_URL", "DEFAULT_DM_TENANT", "DiscordChannel"]
@@ -327,6 +328,8 @@ class DiscordChannel:
             retry_after = float(headers.get("Retry-After", "1"))
         except ValueError:
             retry_after = 1.0
+        observability.platform_rate_limited("discord", retry_after)
+        observability.platform_retry("discord")  # discord.py retries every 429 itself
         path = params.url.path
         channel_id: int | None = None
         if headers.get("X-RateLimit-Global", "").lower() != "true":

@@ -33,6 +33,7 @@ from adapters._slack_format import CHOICE_ACTION_PREFIX, AgentInfoLike, choice_b
 from adapters._slack_installs import installation_store as sqlite_installation_store
 from adapters._slack_pacing import BudgetRegistry, RateLimit
 from adapters._slack_reply import ReplyWriter
+from flowagents import observability
 from flowagents.errors import ConfigurationError
 
 __all__ = ["DEFAULT_API_URL", "DEFAULT_SCOPES", "SlackChannel", "SlackEvent"]
@@ -493,6 +494,10 @@ class SlackChannel:
     # ------------------------------------------------------------------ one turn
 
     async def _turn(self, route: _Route, context: AsyncBoltContext) -> None:
+        with observability.span("slack.turn", tenant_id=route.tenant_id, channel=route.channel):
+            await self._turn_in_span(route, context)
+
+    async def _turn_in_span(self, route: _Route, context: AsyncBoltContext) -> None:
         client = context.client
         if client is None:
             log.warning("slack event for %s ignored: no authorized client", route.tenant_id)

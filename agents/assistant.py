@@ -1,7 +1,7 @@
 """Free questions answered by the language model, streamed as the model writes.
 
-Useful only when the bot has an LLM (OPENAI_API_KEY, or OPENAI_BASE_URL for a local server); without one
-it says so politely. Import this module to register the agent (for example only when a key is set).
+Useful only when the bot has an LLM (OPENAI_API_KEY, or OPENAI_BASE_URL for a local server): it is declared
+with `requires_llm=True`, so an orchestrator without an LLM client leaves it out.
 
 Routing: triggers catch explicit requests ("ask the assistant ...", "question: ...", "explain ...",
 "what is ...", "how do I ..."); with FLOWAGENTS_ROUTING=llm or hybrid, the model also picks it for any
@@ -32,6 +32,7 @@ MAX_QUESTION_CHARS = 4000
         "how do I write a haiku",
     ],
     timeout=60,
+    requires_llm=True,
 )
 class AssistantAgent(StandardAgent):
     """Answers free questions with the LLM, streaming the answer."""

@@ -31,6 +31,7 @@ class AgentSpec:
     threshold: float | None
     fields: tuple[InputField, ...]
     streaming: bool
+    requires_llm: bool = False
 
     @property
     def profile(self) -> AgentProfile:
@@ -112,12 +113,14 @@ def flowagent(
     name: str | None = None,
     examples: Sequence[str] = (),
     threshold: float | None = None,
+    requires_llm: bool = False,
 ) -> Callable[[A], A]:
     """Register a `StandardAgent` subclass so the orchestrator can route to it.
 
     `triggers` are phrases that route a message here; `examples` are utterances for semantic routing;
     `timeout` (seconds) overrides the orchestrator's default; `threshold` overrides the no-match
-    threshold for this agent; `name` defaults to the class name.
+    threshold for this agent; `name` defaults to the class name; `requires_llm=True` leaves the agent out
+    of orchestrators that have no LLM client.
     """
     if isinstance(triggers, str):
         raise AgentDefinitionError("triggers must be a list of phrases, e.g. triggers=['book table'].")
@@ -147,6 +150,7 @@ def flowagent(
             threshold=threshold,
             fields=tuple(fields),
             streaming=inspect.isasyncgenfunction(cls.on_running),
+            requires_llm=requires_llm,
         )
         previous = _registry.get(agent_name)
         if previous is not None and previous is not cls and previous.__module__ != cls.__module__:

@@ -7,10 +7,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from flowagents import observability
 from flowagents._deadlines import Deadlines
 from flowagents.agent import AgentSpec, StandardAgent, registered_agents, spec_of
 from flowagents.errors import ConfigurationError, FlowAgentsError, StoreError
@@ -38,6 +39,9 @@ from flowagents.storage.base import (
     EventIsolation,
 )
 from flowagents.storage.memory import MemoryIsolation, MemoryStore
+
+if TYPE_CHECKING:
+    from flowagents.guards import Guard
 
 log = logging.getLogger("flowagents.orchestrator")
 
@@ -128,8 +132,11 @@ class Orchestrator:
         default_tenant: str = DEFAULT_TENANT,
         delivery_lease_seconds: float = 45.0,
         delivery_keep_seconds: float = 3600.0,
+        guards: Sequence[Guard] | None = None,
     ) -> None:
         self.llm_client = llm_client
+        self.guards: list[Guard] = list(guards or ())
+        """Checked in order by the default `should_process` (see `flowagents.guards`)."""
         self.routing_strategy = routing_strategy
         self.store: ConversationStore = store if store is not None else MemoryStore()
         self.isolation: EventIsolation = isolation if isolation is not None else MemoryIsolation()
@@ -173,6 +180,9 @@ class Orchestrator:
                         f"agents=[...] must list agent classes decorated with @flowagent, not {cls!r}."
                     )
                 spec = spec_of(cls)
+                if spec.requires_llm and self.llm_client is None:
+                    log.debug("agent %s needs an LLM and none is configured; leaving it out", spec.name)
+                    continue
                 specs[spec.name] = spec
             if not specs:
                 raise ConfigurationError(
@@ -275,12 +285,17 @@ class Orchestrator:
         return context
 
     async def should_process(self, message: str, context: dict[str, Any]) -> bool:
-        """Guard: False means no agent runs and no state changes."""
-        return True
+        """Guard: False means no agent runs and no state changes. The default applies `self.guards`."""
+        if not self.guards:
+            return True
+        from flowagents.guards import check_guards
+
+        context["refusal"] = await check_guards(self.guards, message, context)
+        return context["refusal"] is None
 
     async def rejection_reply(self, message: str, context: dict[str, Any]) -> str:
-        """The reply when `should_process` said no (empty: say nothing)."""
-        return ""
+        """The reply when `should_process` said no (default: the refusing guard's reply)."""
+        return str(context.get("refusal") or "")
 
     async def post_process(self, result: AgentResult, context: dict[str, Any]) -> AgentResult:
         """After processing: logging, history. Returns the result to deliver."""
@@ -374,7 +389,8 @@ class Orchestrator:
         if cls.prepare_context is not Orchestrator.prepare_context:
             context = await self.prepare_context(message, context)
         turn = _Turn(sink)
-        if cls.should_process is not Orchestrator.should_process and not await self.should_process(message, context):
+        guarded = self.guards or cls.should_process is not Orchestrator.should_process
+        if guarded and not await self.should_process(message, context):
             turn.say(await self.rejection_reply(message, context))
             result = self._stamp(AgentResult(status=AgentStatus.COMPLETED, processed=False), key, turn)
         else:
@@ -692,17 +708,11 @@ class Orchestrator:
             self._deadlines.arm(task, timeout)
         llm_tenant = current_tenant.set(context["tenant_id"])  # bills the agent's LLM calls to its tenant
         try:
-            outcome: Any = agent.on_running(message)
-            if not hasattr(outcome, "__aiter__"):
-                outcome = await outcome
-            if isinstance(outcome, AgentResult):
-                turn.say(outcome.raw_message)
-            elif hasattr(outcome, "__aiter__"):
-                outcome = await self._consume(outcome, turn) or agent.make_result(AgentStatus.COMPLETED)
+            if observability.tracer() is None:
+                result = await self._invoke(agent, message, turn)
             else:
-                outcome = agent.make_result(AgentStatus.COMPLETED, "" if outcome is None else str(outcome))
-                turn.say(outcome.raw_message)
-            result: AgentResult = outcome
+                with observability.span("flowagents.agent", agent=spec.name):
+                    result = await self._invoke(agent, message, turn)
         except asyncio.CancelledError:
             if task is None or not self._deadlines.expired(task):
                 raise
@@ -724,6 +734,20 @@ class Orchestrator:
             _assign(result, agent_name=spec.name)
         if not result.data and record.values:
             _assign(result, data=dict(record.values))
+        return result
+
+    async def _invoke(self, agent: StandardAgent, message: str, turn: _Turn) -> AgentResult:
+        """Run `on_running` and turn whatever it gives (result, text, chunks) into a result."""
+        outcome: Any = agent.on_running(message)
+        if not hasattr(outcome, "__aiter__"):
+            outcome = await outcome
+        if isinstance(outcome, AgentResult):
+            turn.say(outcome.raw_message)
+            return outcome
+        if hasattr(outcome, "__aiter__"):
+            return await self._consume(outcome, turn) or agent.make_result(AgentStatus.COMPLETED)
+        result = agent.make_result(AgentStatus.COMPLETED, "" if outcome is None else str(outcome))
+        turn.say(result.raw_message)
         return result
 
     async def _consume(self, stream: Any, turn: _Turn) -> AgentResult | None:

@@ -1,0 +1,161 @@
+"""The test kit for bot authors: the driver, its fixtures, and a platform behind the same `say`."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowagents import AgentResult, AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
+from flowagents.testing import ConversationDriver, PlatformConversation, RecordingOrchestrator, Transcript
+
+pytest_plugins = ["flowagents.testing.driver"]
+
+
+@flowagent(triggers=["kit pizza"], description="Order a pizza (test kit)")
+class KitPizzaAgent(StandardAgent):
+    size: str = InputField("Which size?", choices=["small", "large"])
+    count: int = InputField("How many?")
+
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(
+            AgentStatus.COMPLETED,
+            f"{self.count} {self.size} pizza(s) coming up.",
+            data={"size": self.size, "count": self.count},
+        )
+
+
+@flowagent(triggers=["kit story"], description="Tell a story (test kit)")
+class KitStoryAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        for word in ("Once ", "upon ", "a time."):
+            yield word
+
+
+@pytest.fixture
+def flowagents_agents() -> Sequence[type[StandardAgent]]:  # overrides the kit's fixture
+    return [KitPizzaAgent, KitStoryAgent]
+
+
+async def test_driver_walks_a_multi_turn_conversation() -> None:
+    async with ConversationDriver.for_agents([KitPizzaAgent], tenant_id="acme", user_id="ann") as chat:
+        first = await chat.say("kit pizza")
+        first.expect_routed("KitPizzaAgent", strategy="trigger", min_confidence=0.5)
+        first.expect_question(field="size", choices=["small", "large"]).expect_reply(equals="Which size?")
+        (await chat.say("large")).expect_question(field="count", contains="How many")
+        done = await chat.say("3")
+        done.expect_completed(agent="KitPizzaAgent", data={"size": "large", "count": 3})
+        done.expect_reply(contains="3 large pizza(s)")
+        assert done.result is not None and done.result.tenant_id == "acme"
+        assert [s.new_state for s in done.states] == [AgentStatus.RUNNING, AgentStatus.COMPLETED]
+        assert len(chat.history) == 3 and chat.active_agent is None
+
+
+async def test_failed_expectation_shows_the_whole_turn() -> None:
+    async with ConversationDriver.for_agents([KitPizzaAgent]) as chat:
+        turn = await chat.say("what's the weather?")
+        turn.expect_no_match()
+        with pytest.raises(AssertionError) as caught:
+            turn.expect_completed(agent="KitPizzaAgent")
+    message = str(caught.value)
+    assert "expected the agent to complete" in message
+    assert (
+        "> what's the weather?" in message
+        and "[routing]" in message
+        and "Sorry, I didn't get that." in message
+    )
+
+
+async def test_streamed_chunks_and_event_order(conversation: ConversationDriver) -> None:
+    turn = await conversation.say("kit story")
+    assert turn.chunks == ["Once ", "upon ", "a time."]
+    turn.expect_events("routing", "state_change", "message_chunk", "message_chunk", "result")
+    turn.expect_completed(agent="KitStoryAgent").expect_reply(equals="Once upon a time.")
+    with pytest.raises(AssertionError):
+        turn.expect_events("result", "routing")
+
+
+async def test_fixture_orchestrator_uses_the_overridden_agents(flowagents_orchestrator: Orchestrator) -> None:
+    assert {a.name for a in flowagents_orchestrator.agent_catalog()} == {"KitPizzaAgent", "KitStoryAgent"}
+
+
+async def test_participants_and_duplicate_deliveries(conversation: ConversationDriver) -> None:
+    bob = conversation.as_user("bob")
+    (await conversation.say("kit pizza", delivery_id="ev-1")).expect_question(field="size")
+    (await conversation.say("kit pizza", delivery_id="ev-1")).expect_duplicate()
+    (await bob.say("small")).expect_no_match()  # bob has no pizza order waiting
+    (await conversation.say("small")).expect_question(field="count")
+    assert conversation.active_agent is not None and conversation.active_agent.asking == "count"
+
+
+async def test_stream_yields_events_as_they_happen(conversation: ConversationDriver) -> None:
+    seen = [event.type async for event in conversation.stream("kit story")]
+    assert seen[0] == "routing" and seen[-1] == "result"
+
+
+async def test_a_slack_conversation_behind_the_same_interface() -> None:
+    from flowagents.testing.slack import FakeSlack, SlackTestBot
+
+    async with ConversationDriver.for_agents([KitPizzaAgent, KitStoryAgent]) as local, FakeSlack() as fake:
+        recorder = RecordingOrchestrator(local.orchestrator)
+        async with SlackTestBot(fake, recorder, workspace=fake.add_workspace("T1KIT")) as bot:
+            chat = PlatformConversation.over_slack(bot, team_id="T1KIT", user="U1")
+            turns: list[Transcript] = [await chat.say("kit story"), await chat.say("kit pizza")]
+    turns[0].expect_completed(agent="KitStoryAgent").expect_reply(equals="Once upon a time.")
+    assert turns[0].platform_text == "Once upon a time."
+    turns[1].expect_question(field="size", choices=["small", "large"])
+    assert turns[1].result is not None and turns[1].result.tenant_id == "T1KIT"
+    assert turns[1].platform_text == "Which size?"
+
+
+async def test_a_discord_conversation_behind_the_same_interface() -> None:
+    from adapters.discord import DiscordChannel
+    from flowagents.testing.discord import FakeDiscord
+
+    async with ConversationDriver.for_agents([KitPizzaAgent, KitStoryAgent]) as local, FakeDiscord() as fake:
+        fake.add_guild("Acme")
+        recorder = RecordingOrchestrator(local.orchestrator)
+        channel = DiscordChannel(
+            recorder, token=fake.token, api_url=fake.api_url, gateway_url=fake.gateway_url
+        )
+        runner = asyncio.create_task(channel.start())
+        try:
+            await channel.wait_until_ready(timeout=10)
+            chat = PlatformConversation.over_discord(fake, recorder, user_id=7)
+            story = await chat.say("kit story")
+            pizza = await chat.say("kit pizza")
+            size = await chat.say("large")
+        finally:
+            await channel.stop()
+            await asyncio.wait_for(runner, 10)
+    story.expect_completed(agent="KitStoryAgent")
+    assert story.platform_text == "Once upon a time."
+    pizza.expect_question(field="size")
+    size.expect_question(field="count").expect_reply(equals="How many?")
+    assert size.platform_text == "How many?"
+
+
+# ------------------------------------------------------------------------------------ docs examples
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
+EXAMPLES = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("source", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
+async def test_docs_operations_examples_run(source: str) -> None:
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(source, str(DOC), "exec"), namespace)
+    for name, function in list(namespace.items()):
+        if not (name.startswith("test_") and inspect.iscoroutinefunction(function)):
+            continue
+        if "conversation" in inspect.signature(function).parameters:
+            agents = namespace["flowagents_agents"].__wrapped__()
+            async with ConversationDriver.for_agents(agents) as chat:
+                await function(chat)
+        else:
+            await function()

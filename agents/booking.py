@@ -31,7 +31,9 @@ class BookingAgent(StandardAgent):
     """Books a restaurant table."""
 
     guests: int = InputField("How many guests?", validator=_party_size)
-    date: dt.date = InputField("For which date? (for example 2026-12-24, tomorrow or friday)", validator=_not_past)
+    date: dt.date = InputField(
+        "For which date? (for example 2026-12-24, tomorrow or friday)", validator=_not_past
+    )
     time: dt.time = InputField("At what time? (for example 19:30 or 7pm)")
 
     async def on_running(self, msg: str) -> AgentResult:
@@ -39,5 +41,9 @@ class BookingAgent(StandardAgent):
         return self.make_result(
             status=AgentStatus.COMPLETED,
             raw_message=f"Booked! A table for {self.guests} on {when}.",
-            data={"guests": self.guests, "date": self.date.isoformat(), "time": self.time.isoformat("minutes")},
+            data={
+                "guests": self.guests,
+                "date": self.date.isoformat(),
+                "time": self.time.isoformat("minutes"),
+            },
         )

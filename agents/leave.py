@@ -25,13 +25,17 @@ class LeaveAgent(StandardAgent):
             return self.make_result(
                 status=AgentStatus.FAILED,
                 raw_message="The end date is before the start date, so I did not submit it. "
-                "Say \"time off\" to start again.",
+                'Say "time off" to start again.',
             )
         days = (self.end_date - self.start_date).days + 1
         return self.make_result(
             status=AgentStatus.COMPLETED,
-            raw_message=f"Submitted! {days} day(s) off from {self.start_date:%d %b} to {self.end_date:%d %b %Y} "
-            f"({self.reason}).",
-            data={"start_date": self.start_date.isoformat(), "end_date": self.end_date.isoformat(),
-                  "reason": self.reason, "days": days},
+            raw_message=f"Submitted! {days} day(s) off from {self.start_date:%d %b} "
+            f"to {self.end_date:%d %b %Y} ({self.reason}).",
+            data={
+                "start_date": self.start_date.isoformat(),
+                "end_date": self.end_date.isoformat(),
+                "reason": self.reason,
+                "days": days,
+            },
         )

@@ -46,8 +46,11 @@ def ensure_workload() -> Path:
     """Generate the seeded workload once and check its checksums."""
     sums = WORKLOAD / "SHA256SUMS"
     if not sums.exists():
-        subprocess.run([sys.executable, str(SHARED_BENCH / "gen_workload.py"), "--out", str(WORKLOAD)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(SHARED_BENCH / "gen_workload.py"), "--out", str(WORKLOAD)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     for line in sums.read_text().splitlines():
         digest, name = line.split()
         if hashlib.sha256((WORKLOAD / name).read_bytes()).hexdigest() != digest:
@@ -118,8 +121,9 @@ def build_floor(intents: list[dict[str, Any]], fallback: str, scenario: str) -> 
 # --------------------------------------------------------------------------------------------- flowagents
 
 
-def build_flowagents(intents: list[dict[str, Any]], fallback: str, scenario: str, api: str,
-                     store_url: str) -> tuple[Handle, Any]:
+def build_flowagents(
+    intents: list[dict[str, Any]], fallback: str, scenario: str, api: str, store_url: str
+) -> tuple[Handle, Any]:
     """One agent per intent through the public API; replies read from `process` or `process_stream`."""
     from flowagents import AgentStatus, InputField, MessageChunkEvent, Orchestrator, StandardAgent, flowagent
 
@@ -169,14 +173,17 @@ def build_flowagents(intents: list[dict[str, Any]], fallback: str, scenario: str
     else:
 
         async def handle(tenant: str, user: str, text: str) -> str:
-            parts = [e.content async for e in orch.process_stream(text, tenant_id=tenant, user_id=user)
-                     if isinstance(e, MessageChunkEvent)]
+            parts = [
+                e.content
+                async for e in orch.process_stream(text, tenant_id=tenant, user_id=user)
+                if isinstance(e, MessageChunkEvent)
+            ]
             return "".join(parts)
 
     return handle, orch
 
 
-# --------------------------------------------------------------------------------------------- one measurement
+# ------------------------------------------------------------------------------------------ one measurement
 
 
 def _rss_kb() -> int:
@@ -189,7 +196,9 @@ def _rss_kb() -> int:
 async def measure(impl: str, scenario: str, n: int, mode: str, api: str, store_url: str) -> dict[str, Any]:
     intents, fallback = load_intents(n)
     logic = "B" if mode in ("mem", "memtrace") else scenario
-    stream = load_stream(f"stream_{logic}_N{n}.jsonl") if mode == "perf" else load_stream(f"stream_B_N{n}.jsonl")
+    stream = (
+        load_stream(f"stream_{logic}_N{n}.jsonl") if mode == "perf" else load_stream(f"stream_B_N{n}.jsonl")
+    )
     opened = load_stream(f"open_N{n}.jsonl") if mode != "perf" else []
     orch = None
     if impl == "floor":
@@ -197,7 +206,14 @@ async def measure(impl: str, scenario: str, n: int, mode: str, api: str, store_u
     else:
         handle, orch = build_flowagents(intents, fallback, logic, api, store_url)
         await orch.initialize()
-    out: dict[str, Any] = {"impl": impl, "scenario": logic, "n": n, "mode": mode, "api": api, "store": store_url}
+    out: dict[str, Any] = {
+        "impl": impl,
+        "scenario": logic,
+        "n": n,
+        "mode": mode,
+        "api": api,
+        "store": store_url,
+    }
     if mode == "perf":
         warm_deadline = time.perf_counter() + min(10.0, TIME_CAP / 4)
         for m in stream[:1000]:
@@ -223,8 +239,11 @@ async def measure(impl: str, scenario: str, n: int, mode: str, api: str, store_u
         wall = pc() - start
         lat.sort()
         out.update(
-            messages=len(lat), errors=errors, msgs_per_s=len(lat) / wall,
-            p50_us=lat[int(0.5 * (len(lat) - 1))] * 1e6, p99_us=lat[int(0.99 * (len(lat) - 1))] * 1e6,
+            messages=len(lat),
+            errors=errors,
+            msgs_per_s=len(lat) / wall,
+            p50_us=lat[int(0.5 * (len(lat) - 1))] * 1e6,
+            p99_us=lat[int(0.99 * (len(lat) - 1))] * 1e6,
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
     else:
@@ -294,7 +313,9 @@ def main() -> None:
     ns = [100] if args.quick else [10, 100, 1000]
     rows: list[dict[str, Any]] = []
 
-    def med(impl: str, scenario: str, n: int, mode: str, api: str = "process", store: str = "memory") -> dict[str, Any]:
+    def med(
+        impl: str, scenario: str, n: int, mode: str, api: str = "process", store: str = "memory"
+    ) -> dict[str, Any]:
         return median_of([run_one(impl, scenario, n, mode, api, store) for _ in range(runs)])
 
     print(f"{'config':42} {'msgs/s':>10} {'p50 us':>8} {'p99 us':>8} {'RSS MB':>7} {'err':>4} {'x floor':>8}")
@@ -307,15 +328,19 @@ def main() -> None:
                 rows += [floor, fa] if api == "process" else [fa]
                 for r in ([floor] if api == "process" else []) + [fa]:
                     label = f"{r['impl']}:{r['api'] if r['impl'] != 'floor' else ''} {scenario} N={n}"
-                    print(f"{label:42} {r['msgs_per_s']:>10,.0f} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f} "
-                          f"{r['peak_rss_mb']:>7.1f} {r['errors']:>4} "
-                          f"{r.get('slowdown_vs_floor', 1.0):>8.2f}")
+                    print(
+                        f"{label:42} {r['msgs_per_s']:>10,.0f} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f} "
+                        f"{r['peak_rss_mb']:>7.1f} {r['errors']:>4} "
+                        f"{r.get('slowdown_vs_floor', 1.0):>8.2f}"
+                    )
     for store in [s for s in args.stores.split(",") if s]:
         for scenario in ("A", "B"):
             r = med("flowagents", scenario, 100, "perf", "process", store)
             rows.append(r)
-            print(f"{'flowagents ' + store + ' ' + scenario + ' N=100':42} {r['msgs_per_s']:>10,.0f} "
-                  f"{r['p50_us']:>8.1f} {r['p99_us']:>8.1f} {r['peak_rss_mb']:>7.1f} {r['errors']:>4}")
+            print(
+                f"{'flowagents ' + store + ' ' + scenario + ' N=100':42} {r['msgs_per_s']:>10,.0f} "
+                f"{r['p50_us']:>8.1f} {r['p99_us']:>8.1f} {r['peak_rss_mb']:>7.1f} {r['errors']:>4}"
+            )
     print(f"\n{'memory per open conversation (10,000 open)':42} {'RSS B':>10} {'traced B':>10}")
     for n in ns:
         for impl in ("floor", "flowagents"):
@@ -323,7 +348,9 @@ def main() -> None:
             traced = run_one(impl, "B", n, "memtrace", "process", "memory")
             rss["bytes_traced"] = traced["bytes_per_conversation"]
             rows.append(rss)
-            print(f"{impl + ' N=' + str(n):42} {rss['bytes_per_conversation']:>10,.0f} {traced['bytes_per_conversation']:>10,.0f}")
+            label = f"{impl} N={n}"
+            rss_b, traced_b = rss["bytes_per_conversation"], traced["bytes_per_conversation"]
+            print(f"{label:42} {rss_b:>10,.0f} {traced_b:>10,.0f}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "orchestrator_speed.json").write_text(json.dumps(rows, indent=1))
     print(f"\nwritten {RESULTS / 'orchestrator_speed.json'}")

@@ -20,7 +20,7 @@ from flowagents.events import (
     StateChangeEvent,
     StreamEvent,
 )
-from flowagents.fields import InputField, InvalidAnswer
+from flowagents.fields import InputField, InvalidAnswer, Slot
 from flowagents.llm import LLMClient, OpenAIClient
 from flowagents.orchestrator import ActiveAgent, AgentInfo, Orchestrator
 from flowagents.results import AgentResult, AgentStatus
@@ -53,6 +53,7 @@ __all__ = [
     "RoutingDecision",
     "RoutingError",
     "RoutingEvent",
+    "Slot",
     "StandardAgent",
     "StateChangeEvent",
     "StoreError",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from flowagents.errors import AgentDefinitionError
-from flowagents.fields import InputField
+from flowagents.fields import Slot
 from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing.base import AgentProfile
 
@@ -29,7 +29,7 @@ class AgentSpec:
     examples: tuple[str, ...]
     timeout: float | None
     threshold: float | None
-    fields: tuple[InputField, ...]
+    fields: tuple[Slot, ...]
     streaming: bool
     requires_llm: bool = False
 
@@ -38,7 +38,7 @@ class AgentSpec:
         """What routers see of this agent."""
         return AgentProfile(self.name, self.description, self.triggers, self.examples, self.threshold)
 
-    def missing(self, values: dict[str, Any]) -> InputField | None:
+    def missing(self, values: dict[str, Any]) -> Slot | None:
         """The first field that must still be asked, in declaration order."""
         for f in self.fields:
             if f.asks and f.name not in values:
@@ -77,7 +77,7 @@ class StandardAgent:
         """The filled field values."""
         return dict(self._values)
 
-    async def on_running(self, msg: str) -> AgentResult | str | None | AsyncIterator[str | AgentResult]:
+    async def on_running(self, msg: str) -> AgentResult | str | AsyncIterator[str | AgentResult] | None:
         """Do the agent's work; all required fields are filled."""
         return self.make_result(status=AgentStatus.COMPLETED, raw_message="Done.")
 
@@ -124,7 +124,7 @@ def flowagent(
     """
     if isinstance(triggers, str):
         raise AgentDefinitionError("triggers must be a list of phrases, e.g. triggers=['book table'].")
-    trigger_list = tuple(t.strip() for t in (triggers or ()) if t is not ... and str(t).strip())
+    trigger_list = tuple(t.strip() for t in (triggers or ()) if str(t).strip())
     if timeout is not None and timeout <= 0:
         raise AgentDefinitionError("timeout must be a positive number of seconds.")
 
@@ -132,10 +132,10 @@ def flowagent(
         if not (isinstance(cls, type) and issubclass(cls, StandardAgent)):
             raise AgentDefinitionError("@flowagent decorates a subclass of StandardAgent.")
         agent_name = name or cls.__name__
-        fields: list[InputField] = []
+        fields: list[Slot] = []
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
-                if isinstance(value, InputField):
+                if isinstance(value, Slot):
                     fields = [f for f in fields if f.name != attr]
                     value.bind(_field_annotation(klass, attr))
                     fields.append(value)
@@ -167,12 +167,12 @@ def flowagent(
 
 def _field_annotation(klass: type, attr: str) -> Any:
     """The evaluated annotation of one field (string annotations resolved in the class's module)."""
-    annotation = klass.__dict__.get("__annotations__", {}).get(attr)
+    annotation = inspect.get_annotations(klass).get(attr)
     if not isinstance(annotation, str):
         return annotation
     module = sys.modules.get(klass.__module__)
     try:
-        return eval(annotation, dict(vars(module)) if module else {})  # noqa: S307 - the class's own annotation
+        return eval(annotation, dict(vars(module)) if module else {})
     except Exception as exc:
         raise AgentDefinitionError(
             f"{klass.__name__}.{attr}: cannot resolve the type annotation {annotation!r} ({exc})."

@@ -41,7 +41,9 @@ _NUMBER_WORDS = {
 }
 _NUMBER = re.compile(r"(?<![\w.:/-])(\d+(?:\.\d+)?)(?![\w:/-])")
 _WORD = re.compile(r"[a-z']+")
-_TIME = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b|\b([01]?\d|2[0-3]):([0-5]\d)\b|\b(noon|midnight)\b", re.I)
+_TIME = re.compile(
+    r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b|\b([01]?\d|2[0-3]):([0-5]\d)\b|\b(noon|midnight)\b", re.I
+)
 _ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _YES = {"yes", "y", "yeah", "yep", "sure", "ok", "okay", "true", "correct"}
@@ -97,8 +99,10 @@ def _dates(text: str, today: dt.date | None = None) -> list[dt.date]:
     return out
 
 
-class InputField:
+class Slot:
     """A value the agent needs; asked with `question` until a valid answer arrives.
+
+    Declared with `InputField(...)` (this class, typed as `Any` so `guests: int = InputField(...)` checks).
 
     The type comes from the class annotation (`guests: int = InputField(...)`) or `type=`, default `str`.
     Answers are validated with pydantic ("4" becomes 4); `choices` limits the answers; `validator` may
@@ -110,7 +114,7 @@ class InputField:
         self,
         question: str,
         *,
-        type: Any = None,  # noqa: A002 - the natural name for users
+        type: Any = None,
         choices: Sequence[Any] | None = None,
         default: Any = MISSING,
         required: bool = True,
@@ -143,7 +147,9 @@ class InputField:
         try:
             self._adapter = TypeAdapter(self.type)
         except Exception as exc:
-            raise AgentDefinitionError(f"Field {self.name!r}: type {self.type!r} is not supported ({exc}).") from exc
+            raise AgentDefinitionError(
+                f"Field {self.name!r}: type {self.type!r} is not supported ({exc})."
+            ) from exc
         if self.choices is not None:
             self.choices = tuple(self._adapter.validate_python(c) for c in self.choices)
 
@@ -244,3 +250,22 @@ class InputField:
             return self.validate_value(candidate)
         except InvalidAnswer:
             return MISSING
+
+
+if TYPE_CHECKING:
+
+    def InputField(
+        question: str,
+        *,
+        type: Any = None,
+        choices: Sequence[Any] | None = None,
+        default: Any = MISSING,
+        required: bool = True,
+        validator: Callable[[Any], Any] | None = None,
+        max_attempts: int = 3,
+        description: str | None = None,
+    ) -> Any:
+        """Declare a field of an agent (see `Slot`)."""
+
+else:
+    InputField = Slot

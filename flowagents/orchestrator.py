@@ -25,7 +25,7 @@ from flowagents.events import (
     StateChangeEvent,
     StreamEvent,
 )
-from flowagents.fields import MISSING, InputField, InvalidAnswer
+from flowagents.fields import MISSING, InvalidAnswer, Slot
 from flowagents.llm.base import current_tenant
 from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing.base import Router, RoutingDecision
@@ -48,8 +48,19 @@ log = logging.getLogger("flowagents.orchestrator")
 Sink = Callable[[StreamEvent], None]
 
 CANCEL_PHRASES = frozenset(
-    {"cancel", "stop", "cancel that", "stop that", "cancel it", "never mind", "nevermind", "abort",
-     "quit", "forget it", "exit"}
+    {
+        "cancel",
+        "stop",
+        "cancel that",
+        "stop that",
+        "cancel it",
+        "never mind",
+        "nevermind",
+        "abort",
+        "quit",
+        "forget it",
+        "exit",
+    }
 )
 """A whole message equal to one of these cancels the active agent."""
 
@@ -148,11 +159,11 @@ class Orchestrator:
         self.delivery_keep_seconds = delivery_keep_seconds
         self.embedder = embedder
         self.slot_extractor: Any = None
-        """Fills several fields from one message (set up from `llm_client`); None keeps the deterministic path."""
+        """Fills several fields from one message (set up from `llm_client`); None: the deterministic path."""
         self._agent_classes = agents
         self._tenant_agents = tenant_agents
         self._specs: dict[str, AgentSpec] = {}
-        self._typed_fields: dict[str, tuple[InputField, ...]] = {}
+        self._typed_fields: dict[str, tuple[Slot, ...]] = {}
         self._all_names: frozenset[str] = frozenset()
         self._tenant_names: dict[str, frozenset[str]] = {}
         self._router: Router | None = None
@@ -252,7 +263,9 @@ class Orchestrator:
         """Process one message, yielding events as they happen; the last is a `ResultEvent`."""
         queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
         task = asyncio.ensure_future(
-            self._process(message, tenant_id, user_id, conversation_id, metadata, delivery_id, queue.put_nowait)
+            self._process(
+                message, tenant_id, user_id, conversation_id, metadata, delivery_id, queue.put_nowait
+            )
         )
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
@@ -321,7 +334,9 @@ class Orchestrator:
             if spec.name in names
         ]
 
-    def get_active_agents(self, tenant_id: str | None = None, *, include_finished: bool = False) -> list[ActiveAgent]:
+    def get_active_agents(
+        self, tenant_id: str | None = None, *, include_finished: bool = False
+    ) -> list[ActiveAgent]:
         """Agents that own a conversation (of one tenant, or all), oldest first."""
         now = time.time()
         out = [
@@ -375,8 +390,12 @@ class Orchestrator:
                 if sink is not None:
                     sink(DuplicateEvent(delivery_id=delivery_id))
                 return AgentResult(
-                    status=AgentStatus.COMPLETED, processed=False, duplicate=True,
-                    tenant_id=key.tenant_id, conversation_id=key.conversation_id, user_id=key.user_id,
+                    status=AgentStatus.COMPLETED,
+                    processed=False,
+                    duplicate=True,
+                    tenant_id=key.tenant_id,
+                    conversation_id=key.conversation_id,
+                    user_id=key.user_id,
                 )
         context: dict[str, Any] = {
             "tenant_id": key.tenant_id,
@@ -420,11 +439,18 @@ class Orchestrator:
             log.warning("could not release a failed delivery; a retry may be taken as a duplicate")
 
     def _store_failure(self, key: ConversationKey, exc: BaseException, sink: Sink | None) -> AgentResult:
-        log.error("conversation store unavailable: %s", type(exc).__name__, extra={"tenant_id": key.tenant_id})
+        log.error(
+            "conversation store unavailable: %s", type(exc).__name__, extra={"tenant_id": key.tenant_id}
+        )
         text = "Sorry, I can't reach my memory right now. Please try again in a moment."
         result = AgentResult(
-            status=AgentStatus.FAILED, raw_message=text, error=type(exc).__name__, processed=False,
-            tenant_id=key.tenant_id, conversation_id=key.conversation_id, user_id=key.user_id,
+            status=AgentStatus.FAILED,
+            raw_message=text,
+            error=type(exc).__name__,
+            processed=False,
+            tenant_id=key.tenant_id,
+            conversation_id=key.conversation_id,
+            user_id=key.user_id,
         )
         if sink is not None:
             sink(ErrorEvent(message=text, code="store_unavailable"))
@@ -435,8 +461,14 @@ class Orchestrator:
     @staticmethod
     def _stamp(result: AgentResult, key: ConversationKey, turn: _Turn, **more: Any) -> AgentResult:
         """Give the result the turn's whole text and its conversation, plus `more` fields."""
-        _assign(result, raw_message=turn.text, tenant_id=key.tenant_id, conversation_id=key.conversation_id,
-                user_id=key.user_id, **more)
+        _assign(
+            result,
+            raw_message=turn.text,
+            tenant_id=key.tenant_id,
+            conversation_id=key.conversation_id,
+            user_id=key.user_id,
+            **more,
+        )
         return result
 
     async def _turn(
@@ -454,23 +486,40 @@ class Orchestrator:
                 if message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES:
                     return await self._cancel(spec, record, key, turn)
                 switch = pick(self._triggers.find(message), candidates)
-                if switch is None or switch.agent_type == spec.name or switch.confidence < self.switch_confidence:
+                if (
+                    switch is None
+                    or switch.agent_type == spec.name
+                    or switch.confidence < self.switch_confidence
+                ):
                     if turn.sink is not None:
-                        turn.sink(RoutingEvent(agent=spec.name, strategy="active", confidence=1.0,
-                                               reason="the agent was waiting for this answer"))
+                        turn.sink(
+                            RoutingEvent(
+                                agent=spec.name,
+                                strategy="active",
+                                confidence=1.0,
+                                reason="the agent was waiting for this answer",
+                            )
+                        )
                     return await self._answer(spec, record, message, key, context, turn)
                 turn.state(spec.name, record.status, AgentStatus.CANCELLED)
                 return await self._start(self._specs[switch.agent_type], switch, message, key, context, turn)
-        elif message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES and context.get("metadata", {}).get(
-            "command"
-        ) == "cancel":
+        elif (
+            message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES
+            and context.get("metadata", {}).get("command") == "cancel"
+        ):
             turn.say("There is nothing to cancel.")
             return self._stamp(AgentResult(status=AgentStatus.COMPLETED), key, turn)
         decision = await self._route(message, context, candidates)
         if decision is None:
             if turn.sink is not None:
-                turn.sink(RoutingEvent(agent=None, strategy=self._strategy_name(), confidence=0.0,
-                                       fallback=context.get("routing_fallback")))
+                turn.sink(
+                    RoutingEvent(
+                        agent=None,
+                        strategy=self._strategy_name(),
+                        confidence=0.0,
+                        fallback=context.get("routing_fallback"),
+                    )
+                )
             result = await self.handle_no_match(message, context)
             turn.say(result.raw_message)
             return self._stamp(result, key, turn, no_match=True, agent_name=None)
@@ -498,7 +547,9 @@ class Orchestrator:
             return None
         spec = self._specs.get(decision.agent_type)
         if spec is None or spec.name not in candidates:
-            log.warning("router chose unknown or disallowed agent %r; treating as no match", decision.agent_type)
+            log.warning(
+                "router chose unknown or disallowed agent %r; treating as no match", decision.agent_type
+            )
             return None
         threshold = spec.threshold if spec.threshold is not None else self.no_match_threshold
         if decision.confidence < threshold:
@@ -540,10 +591,19 @@ class Orchestrator:
         turn: _Turn,
     ) -> AgentResult:
         if turn.sink is not None:
-            turn.sink(RoutingEvent(agent=spec.name, strategy=decision.strategy, confidence=decision.confidence,
-                                   fallback=decision.fallback, reason=decision.reason))
+            turn.sink(
+                RoutingEvent(
+                    agent=spec.name,
+                    strategy=decision.strategy,
+                    confidence=decision.confidence,
+                    fallback=decision.fallback,
+                    reason=decision.reason,
+                )
+            )
         now = time.time()
-        record = ConversationRecord(agent=spec.name, status=AgentStatus.RUNNING, created_at=now, updated_at=now)
+        record = ConversationRecord(
+            agent=spec.name, status=AgentStatus.RUNNING, created_at=now, updated_at=now
+        )
         turn.state(spec.name, None, AgentStatus.RUNNING)
         typed = self._typed_fields[spec.name]
         if typed:
@@ -553,7 +613,7 @@ class Orchestrator:
         return await self._advance(spec, record, message, key, context, turn)
 
     @staticmethod
-    def _prefill(typed: tuple[InputField, ...], values: dict[str, Any], message: str) -> None:
+    def _prefill(typed: tuple[Slot, ...], values: dict[str, Any], message: str) -> None:
         """Take values the message states unambiguously ("a table for 4" fills the one int field)."""
         pending = [f for f in typed if f.name not in values]
         kinds: dict[Any, int] = {}
@@ -573,12 +633,13 @@ class Orchestrator:
         record: ConversationRecord,
         message: str,
         context: dict[str, Any],
-        asking: InputField | None,
+        asking: Slot | None,
     ) -> dict[str, Any]:
         """Ask the slot extractor (LLM) for several fields at once; keep only values that validate."""
         try:
-            found: dict[str, Any] = await self.slot_extractor.extract(spec, message, dict(record.values),
-                                                                      asking.name if asking else None, context)
+            found: dict[str, Any] = await self.slot_extractor.extract(
+                spec, message, dict(record.values), asking.name if asking else None, context
+            )
         except Exception as exc:
             log.warning("slot extraction failed (%s); using the deterministic path", type(exc).__name__)
             return {}
@@ -637,7 +698,7 @@ class Orchestrator:
         self,
         spec: AgentSpec,
         record: ConversationRecord,
-        field: InputField,
+        field: Slot,
         invalid: InvalidAnswer,
         key: ConversationKey,
         turn: _Turn,
@@ -650,25 +711,39 @@ class Orchestrator:
             record.asking = None
             await self.store.save(key, record)
             example = spec.triggers[0] if spec.triggers else spec.name
-            turn.say(f"Sorry, I still couldn't use that answer. Let's stop here; say \"{example}\" to start again.")
+            turn.say(
+                f"Sorry, I still couldn't use that answer. Let's stop here; say \"{example}\" to start again."
+            )
             return self._stamp(
-                AgentResult(status=AgentStatus.FAILED, agent_name=spec.name, field=field.name,
-                            error="too_many_attempts"),
-                key, turn,
+                AgentResult(
+                    status=AgentStatus.FAILED,
+                    agent_name=spec.name,
+                    field=field.name,
+                    error="too_many_attempts",
+                ),
+                key,
+                turn,
             )
         await self.store.save(key, record)
         return self._ask(spec, field, key, turn, prefix=invalid.reason)
 
     def _ask(
-        self, spec: AgentSpec, field: InputField, key: ConversationKey, turn: _Turn, prefix: str = ""
+        self, spec: AgentSpec, field: Slot, key: ConversationKey, turn: _Turn, prefix: str = ""
     ) -> AgentResult:
         choices = field.choice_labels
         if turn.sink is not None:
-            turn.sink(InputRequiredEvent(agent=spec.name, field=field.name, question=field.question, choices=choices))
+            turn.sink(
+                InputRequiredEvent(
+                    agent=spec.name, field=field.name, question=field.question, choices=choices
+                )
+            )
         turn.say(f"{prefix} {field.question}" if prefix else field.question)
         return self._stamp(
-            AgentResult(status=AgentStatus.WAITING_FOR_INPUT, agent_name=spec.name, field=field.name, choices=choices),
-            key, turn,
+            AgentResult(
+                status=AgentStatus.WAITING_FOR_INPUT, agent_name=spec.name, field=field.name, choices=choices
+            ),
+            key,
+            turn,
         )
 
     async def _advance(
@@ -723,7 +798,9 @@ class Orchestrator:
             turn.say(text)
             return AgentResult(status=AgentStatus.TIMED_OUT, agent_name=spec.name, error="TimeoutError")
         except FlowAgentsError as exc:
-            return self._agent_failed(spec, exc, turn, "llm_error" if "LLM" in type(exc).__name__ else "agent_failed")
+            return self._agent_failed(
+                spec, exc, turn, "llm_error" if "LLM" in type(exc).__name__ else "agent_failed"
+            )
         except Exception as exc:
             return self._agent_failed(spec, exc, turn, "agent_failed")
         finally:

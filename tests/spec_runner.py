@@ -23,8 +23,9 @@ def spec_path() -> Path:
 
 
 async def run_block(source: str, namespace: dict[str, Any]) -> None:
-    code = compile(source, "<orchestrator.md>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-                       dont_inherit=True)
+    code = compile(
+        source, "<orchestrator.md>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
     outcome = eval(code, namespace)
     if asyncio.iscoroutine(outcome):
         await outcome
@@ -60,7 +61,7 @@ async def probe(source: str, ns: dict[str, Any]) -> dict[str, Any]:
         out["no_match_flag"] = nomatch.no_match
     if "get_active_agents" in source:
         out["active"] = [a.agent for a in ns["agents"]]
-    if "routing_strategy=\"llm\"" in source:
+    if 'routing_strategy="llm"' in source:
         out["constructed"] = isinstance(ns["orchestrator"], Orchestrator)
     return out
 
@@ -97,7 +98,11 @@ async def main() -> None:
         obs: dict[str, Any] = {"block": index, "printed": "".join(printed)}
         result = ns.get("result")
         if result is not None and hasattr(result, "agent_name"):
-            obs["result"] = {"agent": result.agent_name, "status": str(result.status), "text": result.raw_message}
+            obs["result"] = {
+                "agent": result.agent_name,
+                "status": str(result.status),
+                "text": result.raw_message,
+            }
         if index == 0:
             first = await ns["orchestrator"].handle_message("user_9", "I need to book a table")
             obs["first"] = first.agent_name

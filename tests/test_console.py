@@ -11,11 +11,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_bot(lines: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "OPENAI_", "FLOWAGENTS_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "DISCORD_", "OPENAI_", "FLOWAGENTS_"))
+    }
     clean.update({"FLOWAGENTS_STORE": "memory", **env})
     return subprocess.run(
-        [sys.executable, "-m", "bot"], input="\n".join(lines) + "\n", capture_output=True, text=True,
-        cwd=ROOT, env=clean, timeout=60,
+        [sys.executable, "-m", "bot"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=clean,
+        timeout=60,
     )
 
 

@@ -90,7 +90,11 @@ async def orch() -> AsyncIterator[Orchestrator]:
 async def test_slot_filling_converts_types_and_completes(orch: Orchestrator) -> None:
     r = await orch.process("I need to book a table", tenant_id="t", user_id="u")
     assert (r.agent_name, r.status, r.field, r.raw_message) == (
-        "TestBooking", AgentStatus.WAITING_FOR_INPUT, "guests", "How many guests?")
+        "TestBooking",
+        AgentStatus.WAITING_FOR_INPUT,
+        "guests",
+        "How many guests?",
+    )
     r = await orch.process("four of us", tenant_id="t", user_id="u")
     assert r.field == "day"
     r = await orch.process("2030-01-02", tenant_id="t", user_id="u")
@@ -188,13 +192,20 @@ async def test_streaming_agent_yields_chunks_in_order(orch: Orchestrator) -> Non
     events = [e async for e in orch.process_stream("tell a story", tenant_id="t", user_id="u")]
     kinds = [e.type for e in events]
     assert kinds[0] == "routing" and kinds[-1] == "result"
-    assert [e.content for e in events if isinstance(e, MessageChunkEvent)] == ["Once ", "upon ", "a ", "time."]
+    assert [e.content for e in events if isinstance(e, MessageChunkEvent)] == [
+        "Once ",
+        "upon ",
+        "a ",
+        "time.",
+    ]
 
 
 async def test_messages_of_one_conversation_run_in_order(orch: Orchestrator) -> None:
     async def conversation(i: int) -> list[str]:
-        sends = [orch.process(t, tenant_id="t", user_id=f"user{i}")
-                 for t in ["count", *(f"v{j}" for j in range(9))]]
+        sends = [
+            orch.process(t, tenant_id="t", user_id=f"user{i}")
+            for t in ["count", *(f"v{j}" for j in range(9))]
+        ]
         return [r.raw_message for r in await asyncio.gather(*sends)]
 
     replies = await asyncio.gather(*(conversation(i) for i in range(100)))

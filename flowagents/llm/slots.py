@@ -1,7 +1,7 @@
 """`LLMSlotExtractor`: fills several fields of an agent from one message with structured output.
 
 The orchestrator calls `extract` when an agent starts and when the user answers a question; it validates
-every returned value through the field (`InputField.validate_value`), so the model can never store a
+every returned value through the field (`Slot.validate_value`), so the model can never store a
 value the field would reject. Without an LLM the orchestrator's deterministic path runs unchanged.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from flowagents.agent import AgentSpec
-from flowagents.fields import InputField, InvalidAnswer
+from flowagents.fields import InvalidAnswer, Slot
 from flowagents.llm.base import ChatMessage
 from flowagents.llm.breaker import CircuitBreaker, shared_breaker
 from flowagents.llm.errors import LLMTimeoutError
@@ -69,7 +69,7 @@ class LLMSlotExtractor:
         self.today = today
         self.calls = 0
         """Model calls made (skipped turns are not counted)."""
-        self._schemas: dict[str, tuple[tuple[InputField, ...], type[BaseModel]]] = {}
+        self._schemas: dict[str, tuple[tuple[Slot, ...], type[BaseModel]]] = {}
 
     async def extract(
         self,
@@ -174,7 +174,7 @@ def _says_more(spec: AgentSpec, message: str) -> bool:
     )
 
 
-def _bare_answer(field: InputField, message: str) -> bool:
+def _bare_answer(field: Slot, message: str) -> bool:
     """A short message that is just a valid answer to the asked field ("6", "7pm", "Alice")."""
     words = _WORD.findall(message.lower())
     if len(message.split()) > 3 or CORRECTION_CUES.intersection(words):
@@ -186,7 +186,7 @@ def _bare_answer(field: InputField, message: str) -> bool:
     return True
 
 
-def _json_type(f: InputField) -> Any:
+def _json_type(f: Slot) -> Any:
     if f.choices is not None:
         return Literal[tuple(f.choice_labels or ())]
     if f.type in (int, float, bool):
@@ -194,7 +194,7 @@ def _json_type(f: InputField) -> Any:
     return str
 
 
-def _kind(f: InputField) -> str:
+def _kind(f: Slot) -> str:
     if f.choices is not None:
         return "one of: " + ", ".join(f.choice_labels or [])
     if f.type in _HINTS:
@@ -202,7 +202,7 @@ def _kind(f: InputField) -> str:
     return {int: "whole number", float: "number", bool: "yes/no", str: "text"}.get(f.type, "text")
 
 
-def _describe(f: InputField) -> str:
+def _describe(f: Slot) -> str:
     return f"{f.description or f.question} ({_kind(f)})"
 
 

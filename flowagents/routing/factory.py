@@ -31,7 +31,8 @@ def make_router(strategy: str | Router, *, llm_client: Any = None, embedder: Any
             from flowagents.routing.semantic import SemanticRouter
         except ImportError as exc:
             raise ConfigurationError(
-                f"routing_strategy='semantic' needs the semantic extra: pip install 'flowagents[semantic]' ({exc})."
+                "routing_strategy='semantic' needs the semantic extra: "
+                f"pip install 'flowagents[semantic]' ({exc})."
             ) from None
         return SemanticRouter(embedder=embedder)
     raise ConfigurationError(

@@ -28,7 +28,6 @@ MAX_GAP = 2
 """How many filler words may stand between two trigger words."""
 
 
-
 @lru_cache(maxsize=65536)
 def stem(token: str) -> str:
     """A light, deterministic English stemmer: enough for book/booking/booked, table/tables, reply/replies."""
@@ -257,7 +256,9 @@ def pick(matches: Sequence[TriggerMatch], candidates: frozenset[str] | None = No
 @lru_cache(maxsize=16384)
 def _decision(agent: str, trigger: str, confidence: float) -> RoutingDecision:
     """Decisions are immutable values, so equal ones are built once."""
-    return RoutingDecision(agent_type=agent, confidence=confidence, strategy="trigger", reason=f"trigger {trigger!r}")
+    return RoutingDecision(
+        agent_type=agent, confidence=confidence, strategy="trigger", reason=f"trigger {trigger!r}"
+    )
 
 
 class TriggerRouter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import TypeAdapter
 
@@ -58,7 +58,7 @@ class ConversationRecord:
         """The record as JSON (values in pydantic's JSON mode: dates as ISO strings)."""
         return _record_adapter.dump_json(self).decode()
 
-    def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
+    def model_dump(self, *, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
         """The record as a dict (`mode="json"` for JSON-compatible values)."""
         return _record_adapter.dump_python(self, mode=mode)  # type: ignore[no-any-return]
 

@@ -80,7 +80,9 @@ class _Held:
 
     __slots__ = ("_busy", "_key")
 
-    def __init__(self, busy: dict[ConversationKey, deque[asyncio.Future[None]]], key: ConversationKey) -> None:
+    def __init__(
+        self, busy: dict[ConversationKey, deque[asyncio.Future[None]]], key: ConversationKey
+    ) -> None:
         self._busy = busy
         self._key = key
 

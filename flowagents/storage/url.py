@@ -68,7 +68,7 @@ def store_from_url(
         from flowagents.storage.postgres import PostgresIsolation, PostgresStore
 
         raw, prefix = _pop_query(raw, "prefix")
-        tables = {"table_prefix": prefix} if prefix else {}
+        tables: dict[str, Any] = {"table_prefix": prefix} if prefix else {}
         return PostgresStore(raw, **tables, **ttl), PostgresIsolation(raw)
     raise ConfigurationError(
         f"FLOWAGENTS_STORE has an unknown scheme {scheme!r}; use memory, sqlite:///path/to/file, "

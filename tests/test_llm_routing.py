@@ -252,6 +252,14 @@ async def test_hybrid_without_examples_stays_triggers_then_llm(fake: FakeOpenAI)
     await orch.close()
 
 
+async def test_agents_with_few_examples_are_left_to_the_model(fake: FakeOpenAI) -> None:
+    router = HybridRouter(fake.client())  # RouteWeather has 1 example, fewer than min_examples (5)
+    orch = make(fake, strategy=router)
+    event, _ = await run(orch, "will it rain tomorrow")  # its own example, but no trigger: the model decides
+    assert event.agent == "RouteWeather" and router.semantic is None and router.stats.llm_calls == 1
+    await orch.close()
+
+
 # --- hybrid with a semantic stage: real offline MiniLM, real openai client, fake server ---------------
 # Utterances quoted from CLINC150 (Larson et al., EMNLP 2019, CC BY 3.0): examples from `train`,
 # messages from `val` / `oos_val`.

@@ -212,13 +212,13 @@ class HybridRouter:
 
     1. **Triggers.** Triggers of exactly one of the tenant's agents match with confidence at least
        `ambiguous_below`: that agent, no further work.
-    2. **Semantic** (when available: some agents have `examples` and the `semantic` extra is installed,
-       or a `SemanticRouter` is passed as `semantic=`). The best agent with confidence at least
-       `confident_at` (and at least the agent's own threshold) is taken without an LLM call.
-       In the uncertain band `ask_llm_from <= confidence < confident_at`, the model is asked, offered only
-       the semantic top `top_k`, the trigger-matched agents and agents without examples (the semantic
-       stage cannot judge those). Below the band, with no trigger match and every candidate having
-       examples: no match, no call.
+    2. **Semantic** (when available: some agents have at least `min_examples` examples and the
+       `semantic` extra is installed, or a `SemanticRouter` is passed as `semantic=`). The best agent
+       with confidence at least `confident_at` (and at least the agent's own threshold) is taken without
+       an LLM call. In the uncertain band `ask_llm_from <= confidence < confident_at`, the model is asked,
+       offered only the semantic top `top_k`, the trigger-matched agents and the agents with fewer
+       examples (the semantic stage does not judge those). Below the band, with no trigger match and
+       every candidate judged: no match, no call.
     3. **LLM.** Its choice with its confidence (the orchestrator rejects it below the threshold);
        "none" is no match. If the model fails (error, timeout, paused circuit breaker), the best of the
        trigger and semantic matches at or above the threshold decides, with `RoutingDecision.fallback`
@@ -241,6 +241,7 @@ class HybridRouter:
         confident_at: float = CONFIDENT_AT,
         ask_llm_from: float = ASK_LLM_FROM,
         top_k: int = 5,
+        min_examples: int = 5,
         threshold: float = 0.5,
         timeout: float = 8.0,
         breaker: CircuitBreaker | None = None,
@@ -258,6 +259,7 @@ class HybridRouter:
         self.confident_at = confident_at
         self.ask_llm_from = ask_llm_from
         self.top_k = top_k
+        self.min_examples = min_examples
         self.threshold = threshold
         self.cache_dir = cache_dir
         self.llm_router = LLMRouter(llm_client, timeout=timeout, breaker=breaker)
@@ -276,12 +278,15 @@ class HybridRouter:
         self._thresholds = {a.name: a.threshold for a in agents if a.threshold is not None}
         self.semantic = None
         self._semantic_agents = frozenset()
-        if self._semantic_setting is False or not any(a.examples for a in agents):
+        # Only agents with enough examples are judged by the semantic stage; the others are never ruled
+        # out by it (they are offered to the model whenever the semantic stage is not confident).
+        judged = [a for a in agents if len(a.examples) >= self.min_examples]
+        if self._semantic_setting is False or not judged:
             return
         router = self._semantic_setting if self._semantic_setting is not None else self._auto_semantic()
         if router is None:
             return
-        await router.setup(agents)
+        await router.setup(judged)
         self.semantic = router
         self._semantic_agents = frozenset(router.classifier.agents)
 
@@ -319,11 +324,14 @@ class HybridRouter:
         if self.semantic is None:
             return await self._ask(message, context, candidates, decision, agents)
 
-        ranked: list[tuple[str, float]] = []
+        best: tuple[str, float] | None = None
         judged = candidates & self._semantic_agents
         if judged:
-            _, ranked = await self.semantic.apredict_ranked(message, judged, self.top_k)
-        best = ranked[0] if ranked else None
+            # One embedding; the top-k ranking (a loop over agents) only for messages that need it.
+            vector = await self.semantic.embedder.embed([message])
+            match = self.semantic.classifier.predict(vector, judged)[0]
+            if match.best is not None:
+                best = (match.best, match.confidence)
         if best is not None and best[1] >= max(self.confident_at, self._threshold(best[0])):
             self.stats.semantic_decisions += 1
             return RoutingDecision(
@@ -335,7 +343,10 @@ class HybridRouter:
         unjudged = candidates - self._semantic_agents
         offered = set(agents) | unjudged
         if best is not None and best[1] >= self.ask_llm_from:
-            offered.update(a for a, _ in ranked)
+            top = [a for a, _ in self.semantic.classifier.ranked(vector[0], judged, self.top_k)]
+            if best[0] not in top:  # ranked orders by the combined score: keep the predicted best too
+                top = [best[0], *top[: self.top_k - 1]]
+            offered.update(top)
         if not offered:
             self.stats.below_band += 1
             return None
@@ -390,7 +401,8 @@ class HybridRouter:
         if semantic is not None and semantic.confidence >= self._threshold(semantic.agent_type):
             options.append(semantic)
         if not options:
-            context["routing_fallback"] = "semantic"  # the orchestrator's no-match event reports it
+            # The orchestrator's no-match routing event reports which fallback found nothing.
+            context["routing_fallback"] = "semantic" if semantic is not None else "trigger"
             return None
         self.stats.fallback_decisions += 1
         return max(options, key=lambda d: d.confidence)

@@ -147,6 +147,10 @@ def tracer() -> Any:
     """The flowagents OpenTelemetry tracer, or None when OpenTelemetry is not installed or not set up."""
     if _otel_trace is None:
         return None
+    # `get_tracer_provider()` consults the environment on every call until a provider is set; the
+    # module global answers "is one set?" for the price of an attribute read on the per-turn path.
+    if getattr(_otel_trace, "_TRACER_PROVIDER", True) is None:
+        return None
     provider = _otel_trace.get_tracer_provider()
     # Until an application installs a real provider, spans would be no-ops: skip them (hot path).
     if isinstance(provider, _otel_trace.ProxyTracerProvider | _otel_trace.NoOpTracerProvider):

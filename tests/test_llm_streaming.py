@@ -158,7 +158,10 @@ async def test_streamed_usage_is_billed_to_each_tenant(fake: FakeOpenAI) -> None
     await orch.close()
 
 
-async def test_assistant_without_an_llm_says_what_to_configure() -> None:
-    orch = Orchestrator(agents=[AssistantAgent])
+async def test_assistant_is_left_out_without_an_llm() -> None:
+    from agents.booking import BookingAgent
+
+    orch = Orchestrator(agents=[AssistantAgent, BookingAgent])
     result = await orch.process("what is the meaning of life", user_id="u")
-    assert result.status is AgentStatus.COMPLETED and "OPENAI_API_KEY" in result.raw_message
+    assert result.no_match  # not routed to an assistant that could only apologise
+    assert [a.name for a in orch.agent_catalog()] == ["BookingAgent"]

@@ -24,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -162,7 +163,7 @@ def build_flowagents(
     if store_url != "memory":
         from flowagents.storage.url import store_from_url
 
-        store, isolation = store_from_url(store_url)
+        store, isolation = store_from_url(_fresh(store_url))
     orch = BenchOrchestrator(agents=agents, store=store, isolation=isolation)
 
     if api == "process":
@@ -181,6 +182,25 @@ def build_flowagents(
             return "".join(parts)
 
     return handle, orch
+
+
+def _fresh(store_url: str) -> str:
+    """The same kind of store, but empty: a new SQLite file, or a Redis key prefix of this process."""
+    if store_url.startswith("sqlite:"):
+        return f"sqlite:///{tempfile.mkdtemp(prefix='fa-bench-')}/state.sqlite3"
+    if store_url.startswith("redis"):
+        return f"{store_url}{'&' if '?' in store_url else '?'}prefix=fa-bench-{os.getpid()}"
+    return store_url
+
+
+def _drop_redis_prefix(store_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(store_url.split("?")[0])
+    keys = list(client.scan_iter(match=f"fa-bench-{os.getpid()}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+    client.close()
 
 
 # ------------------------------------------------------------------------------------------ one measurement
@@ -271,6 +291,8 @@ async def measure(impl: str, scenario: str, n: int, mode: str, api: str, store_u
         out["errors"] = errors
     if orch is not None:
         await orch.close()
+        if store_url.startswith("redis"):
+            _drop_redis_prefix(store_url)
     return out
 
 

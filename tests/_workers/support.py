@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from _requirements import require_service
 
 from flowagents.storage import KeyBuilder
 
@@ -25,19 +26,6 @@ REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 13
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
 PG_URL = os.environ.get("FLOWAGENTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 WORKER = Path(__file__).with_name("bot_worker.py")
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip locally, fail when CI=true, if a real service is missing."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return
-    except OSError:
-        pass
-    message = f"{name} is not reachable on {host}:{port}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + " (CI must provide it)")
-    pytest.skip(message)
 
 
 class RedisNamespace(NamedTuple):

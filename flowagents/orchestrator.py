@@ -65,6 +65,8 @@ CANCEL_PHRASES = frozenset(
 """A whole message equal to one of these cancels the active agent."""
 
 DEFAULT_TENANT = "default"
+_STORE_DOWN = "Sorry, I can't reach my memory right now. Please try again in a moment."
+_INTERNAL_ERROR = "Sorry, something went wrong on my side. Please try again in a moment."
 _PUNCTUATION = " \t\r\n.!?,;:'\"()"
 
 
@@ -389,7 +391,7 @@ class Orchestrator:
             try:
                 claimed = await self.store.claim_delivery(delivery_id, self.delivery_lease_seconds)
             except Exception as exc:
-                return self._store_failure(key, exc, sink)
+                return self._failure(key, exc, sink, _STORE_DOWN, "store_unavailable")
             if not claimed:
                 if sink is not None:
                     sink(DuplicateEvent(delivery_id=delivery_id))
@@ -401,6 +403,33 @@ class Orchestrator:
                     conversation_id=key.conversation_id,
                     user_id=key.user_id,
                 )
+        try:
+            result = await self._handle(message, key, metadata, delivery_id, sink)
+        except (StoreError, OSError, ConnectionError) as exc:
+            failure = self._failure(key, exc, sink, _STORE_DOWN, "store_unavailable")
+        except Exception as exc:  # a bug in a hook or router: apologise, keep serving everyone else
+            log.exception("turn failed in %s: %s", type(self).__name__, type(exc).__name__, exc_info=exc)
+            failure = self._failure(key, exc, sink, _INTERNAL_ERROR, "internal_error")
+        else:
+            if delivery_id is not None:
+                try:
+                    await self.store.finish_delivery(delivery_id, self.delivery_keep_seconds)
+                except Exception:
+                    log.warning("could not mark delivery as done", extra={"tenant_id": key.tenant_id})
+            return result
+        if delivery_id is not None:
+            await self._release_delivery(delivery_id)
+        return failure
+
+    async def _handle(
+        self,
+        message: str,
+        key: ConversationKey,
+        metadata: Mapping[str, Any] | None,
+        delivery_id: str | None,
+        sink: Sink | None,
+    ) -> AgentResult:
+        """One turn after de-duplication: hooks, the locked conversation turn, the result event."""
         context: dict[str, Any] = {
             "tenant_id": key.tenant_id,
             "user_id": key.user_id,
@@ -417,22 +446,12 @@ class Orchestrator:
             turn.say(await self.rejection_reply(message, context))
             result = self._stamp(AgentResult(status=AgentStatus.COMPLETED, processed=False), key, turn)
         else:
-            try:
-                async with self.isolation.lock(key):
-                    result = await self._turn(message, key, context, turn)
-            except (StoreError, OSError, ConnectionError) as exc:
-                if delivery_id is not None:
-                    await self._release_delivery(delivery_id)
-                return self._store_failure(key, exc, sink)
+            async with self.isolation.lock(key):
+                result = await self._turn(message, key, context, turn)
         if cls.post_process is not Orchestrator.post_process:
             result = await self.post_process(result, context)
         if sink is not None:
             sink(ResultEvent(result=result))
-        if delivery_id is not None:
-            try:
-                await self.store.finish_delivery(delivery_id, self.delivery_keep_seconds)
-            except Exception:
-                log.warning("could not mark delivery as done", extra={"tenant_id": key.tenant_id})
         return result
 
     async def _release_delivery(self, delivery_id: str) -> None:
@@ -442,11 +461,14 @@ class Orchestrator:
         except Exception:
             log.warning("could not release a failed delivery; a retry may be taken as a duplicate")
 
-    def _store_failure(self, key: ConversationKey, exc: BaseException, sink: Sink | None) -> AgentResult:
-        log.error(
-            "conversation store unavailable: %s", type(exc).__name__, extra={"tenant_id": key.tenant_id}
-        )
-        text = "Sorry, I can't reach my memory right now. Please try again in a moment."
+    def _failure(
+        self, key: ConversationKey, exc: BaseException, sink: Sink | None, text: str, code: str
+    ) -> AgentResult:
+        """A turn that could not happen: a polite reply, nothing applied."""
+        if code == "store_unavailable":
+            log.error(
+                "conversation store unavailable: %s", type(exc).__name__, extra={"tenant_id": key.tenant_id}
+            )
         result = AgentResult(
             status=AgentStatus.FAILED,
             raw_message=text,
@@ -457,7 +479,7 @@ class Orchestrator:
             user_id=key.user_id,
         )
         if sink is not None:
-            sink(ErrorEvent(message=text, code="store_unavailable"))
+            sink(ErrorEvent(message=text, code=code))
             sink(MessageChunkEvent(content=text))
             sink(ResultEvent(result=result))
         return result

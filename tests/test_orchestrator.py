@@ -298,3 +298,24 @@ async def test_quick_start_openai_client_makes_no_network_call() -> None:
     client = OpenAIClient(api_key="sk-xxx", model="gpt-4o-mini")
     assert client.model == "gpt-4o-mini"
     await client.close()
+
+
+async def test_a_bug_in_a_hook_gives_an_apology_and_the_bot_carries_on() -> None:
+    class Buggy(Orchestrator):
+        async def prepare_context(self, message: str, context: dict[str, Any]) -> dict[str, Any]:
+            if "boom" in message:
+                raise KeyError("user_prefs")
+            return context
+
+    o = Buggy(agents=ALL)
+    events = [e async for e in o.process_stream("boom", tenant_id="t", user_id="u", delivery_id="d1")]
+    assert [e.type for e in events] == ["error", "message_chunk", "result"]
+    failed = events[-1].result  # type: ignore[union-attr]
+    assert (
+        failed.status is AgentStatus.FAILED and not failed.processed and "KeyError" not in failed.raw_message
+    )
+    ok = await o.process("book a table", tenant_id="t", user_id="u")
+    assert ok.field == "guests"
+    # The failed delivery was released, so the platform's retry is processed, not dropped as a duplicate.
+    retry = await o.process("book a table", tenant_id="t", user_id="v", delivery_id="d1")
+    assert not retry.duplicate and retry.field == "guests"

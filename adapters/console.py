@@ -67,9 +67,20 @@ class ConsoleChannel:
                 self._write(event.content)
             elif isinstance(event, InputRequiredEvent):
                 choices = event.choices
-            elif isinstance(event, ResultEvent) and choices:
-                self._write(f" [{' / '.join(choices)}]")
+            elif isinstance(event, ResultEvent):
+                if choices:
+                    self._write(f" [{' / '.join(choices)}]")
+                if event.result.no_match and self.interactive:
+                    self._write("\n" + self._help())
         self._write("\n")
+
+    def _help(self) -> str:
+        """What the bot can do, like the Slack and Discord help replies."""
+        lines = [
+            f"  - {agent.description}" + (f' (try "{agent.example}")' if agent.example else "")
+            for agent in self.orchestrator.agent_catalog(self.tenant_id)
+        ]
+        return "I can help with:\n" + "\n".join(lines)
 
     async def stop(self) -> None:
         """Nothing to release."""

@@ -22,7 +22,7 @@ def _not_past(day: dt.date) -> dt.date:
 
 
 @flowagent(
-    triggers=["book table", "reservation", "reserve a table", "table for"],
+    triggers=["book a table", "reservation", "reserve a table", "table for"],
     description="Book a table at the restaurant",
     examples=["can I get a table for two tonight", "I'd like to reserve dinner for friday"],
     timeout=20,

@@ -8,7 +8,7 @@ from flowagents import AgentResult, AgentStatus, InputField, StandardAgent, flow
 
 
 @flowagent(
-    triggers=["leave request", "time off", "day off", "vacation", "holiday request"],
+    triggers=["time off", "leave request", "day off", "vacation", "holiday request"],
     description="Request time off",
     examples=["I want to take next week off", "can I get a few days of vacation"],
     timeout=20,

@@ -289,8 +289,10 @@ class Orchestrator:
     async def cancel(
         self, tenant_id: str | None = None, user_id: str | None = None, conversation_id: str | None = None
     ) -> AgentResult:
-        """Cancel the conversation's active agent, if any."""
-        return await self.process("cancel", tenant_id, user_id, conversation_id)
+        """Cancel the conversation's active agent, if any (else reply that there is nothing to cancel)."""
+        return await self.process(
+            "cancel", tenant_id, user_id, conversation_id, metadata={"command": "cancel"}
+        )
 
     # ----------------------------------------------------------------------------------- hooks
 

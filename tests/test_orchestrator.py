@@ -319,3 +319,11 @@ async def test_a_bug_in_a_hook_gives_an_apology_and_the_bot_carries_on() -> None
     # The failed delivery was released, so the platform's retry is processed, not dropped as a duplicate.
     retry = await o.process("book a table", tenant_id="t", user_id="v", delivery_id="d1")
     assert not retry.duplicate and retry.field == "guests"
+
+
+async def test_cancel_command_with_nothing_active_says_so(orch: Orchestrator) -> None:
+    r = await orch.cancel(tenant_id="t", user_id="u")
+    assert r.raw_message == "There is nothing to cancel." and not r.no_match
+    await orch.process("book a table", tenant_id="t", user_id="u")
+    r = await orch.cancel(tenant_id="t", user_id="u")
+    assert r.status is AgentStatus.CANCELLED and r.raw_message == "Cancelled: Book a table."

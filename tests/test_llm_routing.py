@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from _clinc_samples import CLINC_EXAMPLES as SAMPLE_INTENTS
 
 from flowagents import (
     AgentResult,
@@ -264,48 +265,7 @@ async def test_agents_with_few_examples_are_left_to_the_model(fake: FakeOpenAI) 
 # Utterances quoted from CLINC150 (Larson et al., EMNLP 2019, CC BY 3.0): examples from `train`,
 # messages from `val` / `oos_val`.
 
-CLINC_EXAMPLES = {
-    "hy_balance": [
-        "savings account balance at chase bank please",
-        "check chase bank for my checking balance",
-        "what is my checking account balance at chase",
-        "i want my checking balance at chase",
-        "what's my savings balance at chase",
-        "do i have enough money in my chime bank account to take ashley to the movies tuesday",
-        "check my visa account and see if i have enough money for dinner tonight",
-        "is tehre enough in my bluebird account for groceries this week",
-    ],
-    "hy_weather": [
-        "what are the conditions like in orlando",
-        "what's the temperature like in tampa",
-        "what's the forecast like for pittsburgh",
-        "what are the conditions like in sarasota",
-        "what's the climate like in chicago",
-        "what will the temperature be tomorrow",
-        "will it rain today",
-        "will it freeze tonight",
-    ],
-    "hy_translate": [
-        "what expression would i use to say i love you if i were an italian",
-        "can you tell me how to say 'i do not speak much spanish', in spanish",
-        "what is the equivalent of, 'life is good' in french",
-        "tell me how to say, 'it is a beautiful morning' in italian",
-        "if i were mongolian, how would i say that i am a tourist",
-        "how do i say 'hotel' in finnish",
-        "i need you to translate the sentence, 'we will be there soon' into portuguese",
-        "please tell me how to ask for a taxi in french",
-    ],
-    "hy_alarm": [
-        "wake me up at noon tomorrow",
-        "set my alarm for getting up",
-        "make sure my alarm is set for three thirty in the morning",
-        "please set an alarm for mid day",
-        "have an alarm set for three in the morning",
-        "you need to set alarm for me",
-        "i need you to set alarm for me",
-        "set the alarm for me",
-    ],
-}
+CLINC_EXAMPLES = {f"hy_{intent}": examples for intent, examples in SAMPLE_INTENTS.items()}
 CONFIDENT = {  # semantic confidence >= 0.7 with these examples
     "i want you to set alarms for 2pm and 3pm": "hy_alarm",
     "say something in spanish": "hy_translate",
@@ -447,8 +407,9 @@ async def test_an_agents_threshold_applies_to_every_stage(fake: FakeOpenAI, embe
     )
     fake.default = choose_clinc
     router = HybridRouter(fake.client(), embedder=embedder)
-    orch = Orchestrator(llm_client=router.llm_router.llm, agents=[*CLINC_AGENTS[:3], strict],
-                        routing_strategy=router)
+    orch = Orchestrator(
+        llm_client=router.llm_router.llm, agents=[*CLINC_AGENTS[:3], strict], routing_strategy=router
+    )
     # Confident enough for the band (>= 0.7) but not for this agent's own threshold: the model is asked.
     event, _ = await run(orch, "i want you to set alarms for 2pm and 3pm", tenant="default")
     assert event.agent is None and router.stats.semantic_decisions == 0 and router.stats.llm_calls == 1

@@ -126,38 +126,12 @@ def build_flowagents(
     intents: list[dict[str, Any]], fallback: str, scenario: str, api: str, store_url: str
 ) -> tuple[Handle, Any]:
     """One agent per intent through the public API; replies read from `process` or `process_stream`."""
-    from flowagents import AgentStatus, InputField, MessageChunkEvent, Orchestrator, StandardAgent, flowagent
+    from _workload_agents import fallback_orchestrator, workload_agents
 
-    agents = []
-    for it in intents:
-        if scenario == "A":
-            reply = it["reply"]
+    from flowagents import MessageChunkEvent
 
-            async def on_running(self: StandardAgent, msg: str, _reply: str = reply) -> Any:
-                return self.make_result(status=AgentStatus.COMPLETED, raw_message=_reply)
-
-            body: dict[str, Any] = {"on_running": on_running}
-        else:
-            template = it["confirm_template"]
-
-            async def on_running(self: StandardAgent, msg: str, _t: str = template) -> Any:
-                text = _t.format(quantity=self.quantity, when=self.when)  # type: ignore[attr-defined]
-                return self.make_result(status=AgentStatus.COMPLETED, raw_message=text)
-
-            body = {
-                "on_running": on_running,
-                "quantity": InputField(it["slots"][0]["question"]),
-                "when": InputField(it["slots"][1]["question"]),
-                "__annotations__": {"quantity": str, "when": str},
-            }
-        cls = type(f"Agent_{it['name']}", (StandardAgent,), body)
-        agents.append(flowagent(triggers=it["triggers"], name=it["name"])(cls))
-
-    class BenchOrchestrator(Orchestrator):
-        async def handle_no_match(self, message: str, context: dict[str, Any]) -> Any:
-            from flowagents import AgentResult
-
-            return AgentResult(status=AgentStatus.COMPLETED, raw_message=fallback)
+    agents = workload_agents(intents, scenario)
+    BenchOrchestrator = fallback_orchestrator(fallback)
 
     store = isolation = None
     if store_url != "memory":

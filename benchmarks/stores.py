@@ -44,8 +44,11 @@ STORES = ["memory", "sqlite", "redis", "postgres"]
 
 def ensure_workload() -> Path:
     if not (WORKLOAD / "stream_B_N10.jsonl").exists():
-        subprocess.run([sys.executable, str(SHARED_BENCH / "gen_workload.py"), "--out", str(WORKLOAD)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(SHARED_BENCH / "gen_workload.py"), "--out", str(WORKLOAD)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return WORKLOAD
 
 
@@ -59,31 +62,14 @@ def reachable(port: int) -> bool:
 
 def build(store_url: str, tmp: Path) -> Any:
     """An orchestrator with one two-slot agent per intent (N=10), on the given store."""
-    from flowagents import AgentResult, AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
+    from _workload_agents import fallback_orchestrator, workload_agents
+
     from flowagents.storage.postgres import PostgresStore
     from flowagents.storage.url import store_from_url
 
     data = json.loads((WORKLOAD / "intents.json").read_text())
-    fallback = data["fallback_reply"]
-    agents = []
-    for it in data["intents"][:10]:
-        template = it["confirm_template"]
-
-        async def on_running(self: StandardAgent, msg: str, _t: str = template) -> Any:
-            return _t.format(quantity=self.quantity, when=self.when)  # type: ignore[attr-defined]
-
-        body: dict[str, Any] = {
-            "on_running": on_running,
-            "quantity": InputField(it["slots"][0]["question"]),
-            "when": InputField(it["slots"][1]["question"]),
-            "__annotations__": {"quantity": str, "when": str},
-        }
-        cls = type(f"Bench_{it['name']}", (StandardAgent,), body)
-        agents.append(flowagent(triggers=it["triggers"], name=it["name"])(cls))
-
-    class BenchOrchestrator(Orchestrator):
-        async def handle_no_match(self, message: str, context: dict[str, Any]) -> AgentResult:
-            return AgentResult(status=AgentStatus.COMPLETED, raw_message=fallback)
+    agents = workload_agents(data["intents"][:10], "B")
+    BenchOrchestrator = fallback_orchestrator(data["fallback_reply"])
 
     store, isolation = store_from_url(store_url)
     if isinstance(store, PostgresStore):
@@ -92,8 +78,12 @@ def build(store_url: str, tmp: Path) -> Any:
 
 
 def url_of(kind: str, tmp: Path) -> str:
-    return {"memory": "memory", "sqlite": f"sqlite:///{tmp}/bench.sqlite3",
-            "redis": f"{REDIS_URL}?prefix=bench{os.getpid()}", "postgres": PG_URL}[kind]
+    return {
+        "memory": "memory",
+        "sqlite": f"sqlite:///{tmp}/bench.sqlite3",
+        "redis": f"{REDIS_URL}?prefix=bench{os.getpid()}",
+        "postgres": PG_URL,
+    }[kind]
 
 
 async def store_bytes(kind: str, orch: Any, tmp: Path) -> float:
@@ -135,8 +125,9 @@ async def measure(kind: str, messages: int, open_count: int) -> dict[str, Any]:
             start = time.perf_counter()
             for m in stream:
                 t0 = time.perf_counter()
-                result = await orch.process(m["text"], tenant_id=m["tenant_id"], user_id=m["user_id"],
-                                            delivery_id=f"ev-{m['seq']}")
+                result = await orch.process(
+                    m["text"], tenant_id=m["tenant_id"], user_id=m["user_id"], delivery_id=f"ev-{m['seq']}"
+                )
                 latencies.append(time.perf_counter() - t0)
                 errors += result.raw_message != m["expect"]
             wall = time.perf_counter() - start
@@ -167,7 +158,10 @@ async def measure(kind: str, messages: int, open_count: int) -> dict[str, Any]:
                 )
             await orch.close()
     return {
-        "store": kind, "messages": len(stream), "errors": errors, "msgs_per_s": round(len(stream) / wall, 1),
+        "store": kind,
+        "messages": len(stream),
+        "errors": errors,
+        "msgs_per_s": round(len(stream) / wall, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 3),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 3),
         "open_conversations": waiting,
@@ -193,18 +187,34 @@ def main() -> None:
             print(f"{kind}: not reachable, skipped", file=sys.stderr)
             continue
         out = subprocess.run(
-            [sys.executable, __file__, "--one", kind, "--messages", str(args.messages),
-             "--open", str(args.open_count)],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                kind,
+                "--messages",
+                str(args.messages),
+                "--open",
+                str(args.open_count),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{'store':<10}{'msgs/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'bytes/open conv':>17}")
     for r in rows:
-        print(f"{r['store']:<10}{r['msgs_per_s']:>10}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['errors']:>8}"
-              f"{r['bytes_per_open_conversation']:>17}")
+        print(
+            f"{r['store']:<10}{r['msgs_per_s']:>10}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['errors']:>8}"
+            f"{r['bytes_per_open_conversation']:>17}"
+        )
     RESULTS.mkdir(exist_ok=True)
-    meta = {"workload": "stream_B_N10 (closed loop, delivery ids) + open_N10 probe", "cpus": os.cpu_count(),
-            "python": sys.version.split()[0], "note": "shared 2-core machine; compare stores within one run"}
+    meta = {
+        "workload": "stream_B_N10 (closed loop, delivery ids) + open_N10 probe",
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "note": "shared 2-core machine; compare stores within one run",
+    }
     (RESULTS / "stores.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
 
 

@@ -30,7 +30,7 @@ from flowagents.llm.base import current_tenant
 from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing.base import Router, RoutingDecision
 from flowagents.routing.factory import make_router
-from flowagents.routing.triggers import TriggerIndex, TriggerRouter, pick
+from flowagents.routing.triggers import TriggerIndex, TriggerRouter
 from flowagents.storage.base import (
     SCHEMA_VERSION,
     ConversationKey,
@@ -513,7 +513,7 @@ class Orchestrator:
             else:
                 if message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES:
                     return await self._cancel(spec, record, key, turn)
-                switch = pick(self._triggers.find(message), candidates)
+                switch = self._triggers.decide(message, candidates)
                 if (
                     switch is None
                     or switch.agent_type == spec.name
@@ -570,7 +570,7 @@ class Orchestrator:
         except Exception as exc:
             log.warning("router failed (%s); falling back to triggers", type(exc).__name__)
             context["routing_fallback"] = "trigger"  # also for a no match: the routing event says so
-            decision = pick(self._triggers.find(message), candidates)
+            decision = self._triggers.decide(message, candidates)
             if decision is not None:
                 decision = decision.model_copy(update={"fallback": "trigger"})
         if decision is None:

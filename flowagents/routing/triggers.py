@@ -10,7 +10,7 @@ cost depends on the message length, not on the number of agents or triggers.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -96,7 +96,7 @@ class TriggerMatch:
 
     @property
     def confidence(self) -> float:
-        return max(0.6, 1.0 - 0.05 * self.penalty)
+        return _confidence(self.penalty)
 
 
 _MAX_PENALTY = 6
@@ -214,19 +214,32 @@ class TriggerIndex:
     def decide(self, message: str, candidates: frozenset[str] | None = None) -> RoutingDecision | None:
         """The routing decision for a message: `pick(find(message))` without the intermediate objects."""
         found = self.scan(message)
-        if not found:
-            return None
-        allowed = [e for e in found.values() if candidates is None or e[1].agent in candidates]
-        if not allowed:
-            return None
-        top = min(allowed, key=_rank) if len(allowed) > 1 else allowed[0]
-        penalty, trig = top
-        confidence = max(0.6, 1.0 - 0.05 * penalty)
-        for other_penalty, other in allowed:
-            if other.agent != trig.agent and other.words == trig.words and other_penalty == penalty:
-                confidence = min(confidence, 0.5)  # two agents match equally well: ambiguous
-                break
-        return _decision(trig.agent, trig.text, confidence)
+        return _choose(found.values(), candidates) if found else None
+
+
+def _choose(
+    entries: Iterable[tuple[int, _Trigger]], candidates: frozenset[str] | None
+) -> RoutingDecision | None:
+    """The most specific allowed (penalty, trigger): most words, then exactness, then registration order.
+
+    Two different agents tied on words and exactness lower the confidence (an ambiguous match).
+    """
+    allowed = [e for e in entries if candidates is None or e[1].agent in candidates]
+    if not allowed:
+        return None
+    top = min(allowed, key=_rank) if len(allowed) > 1 else allowed[0]
+    penalty, trig = top
+    confidence = _confidence(penalty)
+    for other_penalty, other in allowed:
+        if other.agent != trig.agent and other.words == trig.words and other_penalty == penalty:
+            confidence = min(confidence, 0.5)  # two agents match equally well: ambiguous
+            break
+    return _decision(trig.agent, trig.text, confidence)
+
+
+def _confidence(penalty: int) -> float:
+    """1.0 for the exact phrase, 0.05 less per inflected, skipped or left-out word, never below 0.6."""
+    return max(0.6, 1.0 - 0.05 * penalty)
 
 
 def _rank(entry: tuple[int, _Trigger]) -> tuple[int, int, int]:
@@ -234,23 +247,8 @@ def _rank(entry: tuple[int, _Trigger]) -> tuple[int, int, int]:
 
 
 def pick(matches: Sequence[TriggerMatch], candidates: frozenset[str] | None = None) -> RoutingDecision | None:
-    """The most specific allowed match: most words, then exactness, then registration order.
-
-    Two different agents tied on words and exactness lower the confidence (an ambiguous match).
-    """
-    allowed = [m for m in matches if candidates is None or m.agent in candidates]
-    if not allowed:
-        return None
-    if len(allowed) > 1:
-        allowed.sort(key=lambda m: (-m.words, m.penalty, m.order))
-    top = allowed[0]
-    confidence = top.confidence
-    for other in allowed[1:]:
-        if other.agent != top.agent:
-            if other.words == top.words and other.penalty == top.penalty:
-                confidence = min(confidence, 0.5)
-            break
-    return _decision(top.agent, top.trigger, confidence)
+    """The decision for matches from `TriggerIndex.find`, by the same rule as `TriggerIndex.decide`."""
+    return _choose(((m.penalty, _Trigger(m.agent, m.trigger, m.words, m.order)) for m in matches), candidates)
 
 
 @lru_cache(maxsize=16384)

@@ -1,5 +1,7 @@
 """flowagents: Slack and Discord bots built around a multi-agent orchestrator."""
 
+from typing import TYPE_CHECKING, Any
+
 from flowagents.agent import AgentSpec, StandardAgent, flowagent, registered_agents
 from flowagents.errors import (
     AgentDefinitionError,
@@ -21,10 +23,13 @@ from flowagents.events import (
     StreamEvent,
 )
 from flowagents.fields import InputField, InvalidAnswer, Slot
-from flowagents.llm import LLMClient, OpenAIClient
+from flowagents.llm import LLMClient
 from flowagents.orchestrator import ActiveAgent, AgentInfo, Orchestrator
 from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing import Router, RoutingDecision
+
+if TYPE_CHECKING:
+    from flowagents.llm.openai import OpenAIClient
 
 __version__ = "0.1.0"
 
@@ -61,3 +66,11 @@ __all__ = [
     "flowagent",
     "registered_agents",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OpenAIClient":  # imported on first use: the openai package is slow to import
+        from flowagents.llm.openai import OpenAIClient
+
+        return OpenAIClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,12 +6,12 @@ import inspect
 import sys
 import typing
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from flowagents.errors import AgentDefinitionError
 from flowagents.fields import Slot
-from flowagents.results import AgentResult, AgentStatus
+from flowagents.results import AgentResult, AgentStatus, _trusted_result
 from flowagents.routing.base import AgentProfile
 
 if TYPE_CHECKING:
@@ -32,6 +32,11 @@ class AgentSpec:
     fields: tuple[Slot, ...]
     streaming: bool
     requires_llm: bool = False
+    by_name: dict[str, Slot] = field(init=False, repr=False, compare=False)
+    """The fields by name."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {f.name: f for f in self.fields})
 
     @property
     def profile(self) -> AgentProfile:
@@ -89,15 +94,18 @@ class StandardAgent:
     ) -> AgentResult:
         """A result of this agent in this conversation."""
         ctx = self.context
-        return AgentResult(
-            status=status,
-            raw_message=raw_message,
-            data=data if data is not None else {},
-            agent_name=type(self).__flowagent__.name,
-            tenant_id=ctx.get("tenant_id"),
-            conversation_id=ctx.get("conversation_id"),
-            user_id=ctx.get("user_id"),
-        )
+        values: dict[str, Any] = {
+            "status": status,
+            "raw_message": raw_message,
+            "data": data if data is not None else {},
+            "agent_name": type(self).__flowagent__.name,
+            "tenant_id": ctx.get("tenant_id"),
+            "conversation_id": ctx.get("conversation_id"),
+            "user_id": ctx.get("user_id"),
+        }
+        if type(status) is AgentStatus and type(raw_message) is str and type(values["data"]) is dict:
+            return _trusted_result(values)
+        return AgentResult.model_validate(values)  # validates (and converts "completed" to the enum)
 
 
 _registry: dict[str, type[StandardAgent]] = {}

@@ -27,7 +27,7 @@ from flowagents.events import (
 )
 from flowagents.fields import MISSING, InvalidAnswer, Slot
 from flowagents.llm.base import current_tenant
-from flowagents.results import AgentResult, AgentStatus
+from flowagents.results import AgentResult, AgentStatus, _trusted_result
 from flowagents.routing.base import Router, RoutingDecision
 from flowagents.routing.factory import make_router
 from flowagents.routing.triggers import TriggerIndex, TriggerRouter
@@ -532,12 +532,15 @@ class Orchestrator:
                 turn.state(spec.name, record.status, AgentStatus.CANCELLED)
                 return await self._start(self._specs[switch.agent_type], switch, message, key, context, turn)
         elif (
-            message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES
-            and context.get("metadata", {}).get("command") == "cancel"
+            context.get("metadata", {}).get("command") == "cancel"
+            and message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES
         ):
             turn.say("There is nothing to cancel.")
             return self._stamp(AgentResult(status=AgentStatus.COMPLETED), key, turn)
-        decision = await self._route(message, context, candidates)
+        if self._sync_router is not None:  # the default trigger strategy: no coroutine needed
+            decision = self._accept(self._sync_router.decide(message, candidates), candidates)
+        else:
+            decision = await self._route(message, context, candidates)
         if decision is None:
             if turn.sink is not None:
                 turn.sink(
@@ -561,9 +564,7 @@ class Orchestrator:
         self, message: str, context: dict[str, Any], candidates: frozenset[str]
     ) -> RoutingDecision | None:
         try:
-            if self._sync_router is not None:  # the default trigger strategy: no coroutine needed
-                decision = self._sync_router.decide(message, candidates)
-            elif type(self).route_message is Orchestrator.route_message and self._router is not None:
+            if type(self).route_message is Orchestrator.route_message and self._router is not None:
                 decision = await self._router.route(message, context, candidates)
             else:
                 decision = await self.route_message(message, context)
@@ -573,6 +574,10 @@ class Orchestrator:
             decision = self._triggers.decide(message, candidates)
             if decision is not None:
                 decision = decision.model_copy(update={"fallback": "trigger"})
+        return self._accept(decision, candidates)
+
+    def _accept(self, decision: RoutingDecision | None, candidates: frozenset[str]) -> RoutingDecision | None:
+        """The decision if it names an allowed agent with enough confidence, else None (no match)."""
         if decision is None:
             return None
         spec = self._specs.get(decision.agent_type)
@@ -590,7 +595,7 @@ class Orchestrator:
         """Re-validate stored values against the agent's current fields; False if they no longer fit."""
         if record.version != SCHEMA_VERSION:
             return False
-        fields = {f.name: f for f in spec.fields}
+        fields = spec.by_name
         if record.asking is not None and record.asking not in fields:
             return False
         for name, value in record.values.items():
@@ -674,7 +679,7 @@ class Orchestrator:
         except Exception as exc:
             log.warning("slot extraction failed (%s); using the deterministic path", type(exc).__name__)
             return {}
-        fields = {f.name: f for f in spec.fields}
+        fields = spec.by_name
         accepted: dict[str, Any] = {}
         for name, value in found.items():
             field = fields.get(name)
@@ -701,7 +706,7 @@ class Orchestrator:
         context: dict[str, Any],
         turn: _Turn,
     ) -> AgentResult:
-        field = next((f for f in spec.fields if f.name == record.asking), None)
+        field = spec.by_name.get(record.asking) if record.asking is not None else None
         if field is None:  # the agent itself asked for more input: hand the message to it again
             return await self._advance(spec, record, message, key, context, turn)
         before = record.values.get(field.name, MISSING)
@@ -769,13 +774,16 @@ class Orchestrator:
                 )
             )
         turn.say(f"{prefix} {field.question}" if prefix else field.question)
-        return self._stamp(
-            AgentResult(
-                status=AgentStatus.WAITING_FOR_INPUT, agent_name=spec.name, field=field.name, choices=choices
-            ),
-            key,
-            turn,
+        result = _trusted_result(
+            {
+                "status": AgentStatus.WAITING_FOR_INPUT,
+                "data": {},
+                "agent_name": spec.name,
+                "field": field.name,
+                "choices": None if choices is None else list(choices),
+            }
         )
+        return self._stamp(result, key, turn)
 
     async def _advance(
         self,

@@ -327,3 +327,40 @@ async def test_cancel_command_with_nothing_active_says_so(orch: Orchestrator) ->
     await orch.process("book a table", tenant_id="t", user_id="u")
     r = await orch.cancel(tenant_id="t", user_id="u")
     assert r.status is AgentStatus.CANCELLED and r.raw_message == "Cancelled: Book a table."
+
+
+@flowagent(triggers=["status as text"], name="TestTextStatus")
+class TextStatus(StandardAgent):
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(status="completed", raw_message="Plain status.")  # type: ignore[arg-type]
+
+
+@flowagent(triggers=["number as reply"], name="TestNumberReply")
+class NumberReply(StandardAgent):
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(raw_message=42)  # type: ignore[arg-type]
+
+
+async def test_make_result_gives_the_same_result_as_a_validated_one() -> None:
+    orch = Orchestrator(agents=[Leave, TextStatus, NumberReply])
+    await orch.process("I need time off", user_id="ann")
+    done = await orch.process("next monday", user_id="ann")
+    expected = AgentResult(
+        status=AgentStatus.COMPLETED,
+        raw_message="Leave from next monday submitted.",
+        data={"start": "next monday"},
+        agent_name="TestLeave",
+        tenant_id="default",
+        conversation_id="ann",
+        user_id="ann",
+    )
+    assert done == expected
+    assert AgentResult.model_validate_json(done.model_dump_json()) == expected
+
+    text_status = await orch.process("status as text", user_id="bob")
+    assert text_status.status is AgentStatus.COMPLETED
+    assert text_status.raw_message == "Plain status."
+
+    wrong_type = await orch.process("number as reply", user_id="cy")
+    assert wrong_type.status is AgentStatus.FAILED
+    assert wrong_type.raw_message.startswith("Sorry, something went wrong")

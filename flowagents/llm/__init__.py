@@ -1,5 +1,7 @@
 """Language-model clients: the `LLMClient` protocol, its OpenAI implementation and LLM error types."""
 
+from typing import TYPE_CHECKING, Any
+
 from flowagents.llm.base import (
     UNATTRIBUTED,
     ChatMessage,
@@ -19,7 +21,9 @@ from flowagents.llm.errors import (
     LLMTimeoutError,
     LLMUnavailableError,
 )
-from flowagents.llm.openai import OpenAIClient
+
+if TYPE_CHECKING:
+    from flowagents.llm.openai import OpenAIClient
 
 __all__ = [
     "UNATTRIBUTED",
@@ -39,3 +43,12 @@ __all__ = [
     "llm_tenant",
     "resolve_tenant",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The openai package takes most of a second to import: load it when OpenAIClient is first used.
+    if name == "OpenAIClient":
+        from flowagents.llm.openai import OpenAIClient
+
+        return OpenAIClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

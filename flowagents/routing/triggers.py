@@ -67,18 +67,17 @@ class _Trigger:
 
 
 class _Node:
-    __slots__ = ("children", "ends", "fillers", "onward", "raw", "skip", "skip_terminal", "terminal")
+    __slots__ = ("children", "ends", "fillers", "raw", "step", "terminal")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.fillers: list[_Node] = []  # children reached by a filler word the user may leave out
         self.raw: set[str] = set()  # the unstemmed spellings of the word that leads here
         self.terminal: list[_Trigger] = []
-        # Compiled by TriggerIndex.compile(): what is reachable by leaving out trigger filler words.
-        self.skip: dict[str, list[tuple[_Node, int]]] = {}
-        self.skip_terminal: list[tuple[_Trigger, int]] = []
-        self.onward = False  # True when any trigger continues past this node
-        self.ends: list[tuple[_Trigger, int]] = []  # triggers ending here, with the cost of left-out fillers
+        # Compiled by TriggerIndex.compile(): the next trigger word -> (node it leads to, trigger filler
+        # words left out on the way), and the triggers ending here with their left-out fillers.
+        self.step: dict[str, tuple[tuple[_Node, int], ...]] = {}
+        self.ends: tuple[tuple[_Trigger, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -109,7 +108,6 @@ class TriggerIndex:
         self._root = _Node()
         self._count = 0
         self._compiled = False
-        self._starters: frozenset[str] = frozenset()
         for agent in agents:
             for trigger in agent.triggers:
                 self.add(agent.name, trigger)
@@ -138,19 +136,18 @@ class TriggerIndex:
         stack = [self._root]
         while stack:
             node = stack.pop()
-            node.skip = {}
-            node.skip_terminal = []
+            step: dict[str, list[tuple[_Node, int]]] = {w: [(c, 0)] for w, c in node.children.items()}
+            ends = [(t, 0) for t in node.terminal]
             frontier = [(child, 1) for child in node.fillers]
             while frontier:
                 skipped, cost = frontier.pop()
                 for word, child in skipped.children.items():
-                    node.skip.setdefault(word, []).append((child, cost))
-                node.skip_terminal.extend((t, cost) for t in skipped.terminal)
+                    step.setdefault(word, []).append((child, cost))
+                ends.extend((t, cost) for t in skipped.terminal)
                 frontier.extend((child, cost + 1) for child in skipped.fillers)
-            node.onward = bool(node.children or node.skip)
-            node.ends = [(t, 0) for t in node.terminal] + node.skip_terminal
+            node.step = {w: tuple(targets) for w, targets in step.items()}
+            node.ends = tuple(ends)
             stack.extend(node.children.values())
-        self._starters = frozenset(self._root.children) | frozenset(self._root.skip)
         self._compiled = True
 
     def find(self, message: str) -> list[TriggerMatch]:
@@ -166,54 +163,53 @@ class TriggerIndex:
             self.compile()
         raw = _TOKEN.findall(message.lower())
         stems = list(map(stem, raw))
-        starters = self._starters
-        best: dict[int, tuple[int, _Trigger]] = {}
-        starts = [i for i, word in enumerate(stems) if word in starters]
-        if not starts:
-            return best
         n = len(raw)
-        root = self._root
-        first_words = root.children
-        first_skips = root.skip
+        first_step = self._root.step
+        fillers = FILLER_WORDS
+        best: dict[int, tuple[int, _Trigger]] = {}
+        # (node, next message position, penalty so far); penalties count inflected words, filler words
+        # the user put between trigger words and trigger filler words the user left out.
         stack: list[tuple[_Node, int, int]] = []
         push = stack.append
-        for start in starts:
-            word = stems[start]
-            first = first_words.get(word)
-            if first is not None:
-                push((first, start + 1, 0 if raw[start] in first.raw else 1))
-            via = first_skips.get(word)
-            if via is not None:  # the user left out the trigger's leading filler word(s)
-                for node, cost in via:
-                    push((node, start + 1, cost + (raw[start] not in node.raw)))
+        pop = stack.pop
+        for start, first in enumerate(stems):
+            firsts = first_step.get(first)
+            if firsts is None:
+                continue
+            word = raw[start]
+            for node, cost in firsts:
+                push((node, start + 1, cost + (word not in node.raw)))
             while stack:
-                node, pos, penalty = stack.pop()
-                for trig, extra in node.ends:
-                    seen = best.get(trig.order)
-                    if seen is None or seen[0] > penalty + extra:
-                        best[trig.order] = (penalty + extra, trig)
-                if penalty > _MAX_PENALTY or not node.onward:
+                node, pos, penalty = pop()
+                if node.ends:
+                    for trig, extra in node.ends:
+                        seen = best.get(trig.order)
+                        if seen is None or seen[0] > penalty + extra:
+                            best[trig.order] = (penalty + extra, trig)
+                step = node.step
+                if not step or penalty > _MAX_PENALTY:
                     continue
-                children = node.children
-                skip = node.skip
                 # The next trigger word, possibly after up to MAX_GAP filler words of the message.
-                for j in range(pos, min(pos + MAX_GAP + 1, n)):
-                    word = stems[j]
-                    child = children.get(word)
-                    if child is not None:
-                        push((child, j + 1, penalty + j - pos + (raw[j] not in child.raw)))
-                    if skip:
-                        via = skip.get(word)
-                        if via is not None:  # a filler word of the trigger left out by the user
-                            for skipped, cost in via:
-                                push((skipped, j + 1, penalty + j - pos + cost + (raw[j] not in skipped.raw)))
-                    if raw[j] not in FILLER_WORDS:
+                j = pos
+                while j < n:
+                    word = raw[j]
+                    targets = step.get(stems[j])
+                    if targets is not None:
+                        for child, cost in targets:
+                            push((child, j + 1, penalty + j - pos + cost + (word not in child.raw)))
+                    if word not in fillers or j - pos == MAX_GAP:
                         break
+                    j += 1
         return best
 
     def decide(self, message: str, candidates: frozenset[str] | None = None) -> RoutingDecision | None:
         """The routing decision for a message: `pick(find(message))` without the intermediate objects."""
         found = self.scan(message)
+        if len(found) == 1:  # the common case, without _choose's ranking
+            ((penalty, trig),) = found.values()
+            if candidates is None or trig.agent in candidates:
+                return _decision(trig.agent, trig.text, _confidence(penalty))
+            return None
         return _choose(found.values(), candidates) if found else None
 
 
@@ -227,8 +223,10 @@ def _choose(
     allowed = [e for e in entries if candidates is None or e[1].agent in candidates]
     if not allowed:
         return None
-    top = min(allowed, key=_rank) if len(allowed) > 1 else allowed[0]
-    penalty, trig = top
+    if len(allowed) == 1:
+        penalty, trig = allowed[0]
+        return _decision(trig.agent, trig.text, _confidence(penalty))
+    penalty, trig = min(allowed, key=_rank)
     confidence = _confidence(penalty)
     for other_penalty, other in allowed:
         if other.agent != trig.agent and other.words == trig.words and other_penalty == penalty:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from types import TracebackType
 
 from flowagents.storage.base import (
@@ -81,16 +80,19 @@ class _Held:
     __slots__ = ("_busy", "_key")
 
     def __init__(
-        self, busy: dict[ConversationKey, deque[asyncio.Future[None]]], key: ConversationKey
+        self, busy: dict[ConversationKey, list[asyncio.Future[None]] | None], key: ConversationKey
     ) -> None:
         self._busy = busy
         self._key = key
 
     async def __aenter__(self) -> None:
-        waiters = self._busy.get(self._key)
-        if waiters is None:  # free: take it without allocating a lock
-            self._busy[self._key] = deque()
+        busy = self._busy
+        if self._key not in busy:  # free: take it without allocating a queue
+            busy[self._key] = None
             return
+        waiters = busy[self._key]
+        if waiters is None:
+            waiters = busy[self._key] = []
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters.append(ticket)
         try:
@@ -110,7 +112,7 @@ class _Held:
     def _release(self) -> None:
         waiters = self._busy[self._key]
         while waiters:
-            ticket = waiters.popleft()
+            ticket = waiters.pop(0)
             if not ticket.done():
                 ticket.set_result(None)
                 return
@@ -121,7 +123,8 @@ class MemoryIsolation(EventIsolation):
     """Strict FIFO per conversation inside one process; nothing is allocated for a free conversation."""
 
     def __init__(self) -> None:
-        self._busy: dict[ConversationKey, deque[asyncio.Future[None]]] = {}
+        # A held conversation maps to its waiting turns in arrival order (None while nobody waits).
+        self._busy: dict[ConversationKey, list[asyncio.Future[None]] | None] = {}
 
     def lock(self, key: ConversationKey) -> _Held:
         return _Held(self._busy, key)

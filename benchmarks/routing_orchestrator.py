@@ -1,25 +1,30 @@
 """Routing strategies end to end on CLINC150 Full, through `Orchestrator.process` (the public entry point).
 
-One agent per intent, built with `@flowagent(name=intent, triggers=..., examples=...)` from the first N
-`train` utterances of the intent (N = 10 and 100, deterministic). Every `test` (4,500 in-scope) and
-`oos_test` (1,000 out-of-scope) message goes through `Orchestrator.process`, one at a time:
+One agent per intent, built with `@flowagent(name=intent, triggers=..., examples=...)` from N `train`
+utterances of the intent: N = 10 drawn at random with seeds 0-4 (one run per seed, the usual few-shot
+protocol; `--selection first` takes the first N in file order) and N = 100 (all of them, one run).
+Every `test` (4,500 in-scope) and `oos_test` (1,000 out-of-scope) message goes through
+`Orchestrator.process`, one at a time:
 
 - **trigger**: triggers mined from the N training utterances (`flowagents.routing.mining`); the mining
   knobs and the no-match threshold are chosen on `val` + `oos_val`.
-- **semantic**: `SemanticRouter` (offline MiniLM int8, one thread), pivot calibrated on `val` + `oos_val`.
-- **hybrid**: `HybridRouter`: triggers, then semantic (same calibration), then the LLM in the uncertain
-  band, then no match. Offline the LLM can only be the loopback fake OpenAI server (real `openai`
-  client, real HTTP): it answers "none" to everything, so hybrid figures are a *lower bound* of what a
-  real model adds; the share of messages that reached the LLM is measured. Its "ceiling" columns say
-  what a perfect model could reach among the agents it was offered (test labels used for the report
-  only, never to answer). Measured with the agents' examples only, and with examples + mined triggers.
+- **semantic**: `SemanticRouter(oos_examples=oos_train)` (offline MiniLM int8, one thread, default
+  `SemanticConfig`: embeddings + lexical naive Bayes, hidden "none" class trained on `oos_train`), pivot
+  calibrated on `val` + `oos_val`.
+- **hybrid**: `HybridRouter`: triggers, then semantic (the same default configuration and calibration),
+  then the LLM in the uncertain band, then no match. Offline the LLM can only be the loopback fake
+  OpenAI server (real `openai` client, real HTTP): it answers "none" to everything, so hybrid figures
+  are a *lower bound* of what a real model adds; the share of messages that reached the LLM is
+  measured. Its "ceiling" columns say what a perfect model could reach among the agents it was offered
+  (test labels used for the report only, never to answer). Measured with the agents' examples only,
+  and with examples + mined triggers.
 - **llm**: not measurable offline (needs a real model); printed as such.
 
 Selection rule for every knob (same for all strategies): the best `val` in-scope accuracy with at least
 90 % `oos_val` recall (`--min-oos-recall`). `test` / `oos_test` are only used for the report.
 
     .venv/bin/python benchmarks/routing_orchestrator.py            # 10 and 100 examples per intent
-    .venv/bin/python benchmarks/routing_orchestrator.py --quick    # 10 examples, 1/10 of test, smoke run
+    .venv/bin/python benchmarks/routing_orchestrator.py --quick    # 10 examples, one seed, 1/10 of test
 
 Latency: wall-clock per `process()` call (mean, p95) on one pinned core with a single-threaded encoder;
 for hybrid it includes the loopback HTTP round trip to the fake server (same process) for the messages
@@ -40,6 +45,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
+import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -55,7 +61,7 @@ from flowagents.embeddings.local import LocalEmbedder  # noqa: E402
 from flowagents.routing.base import AgentProfile  # noqa: E402
 from flowagents.routing.llm import HybridRouter  # noqa: E402
 from flowagents.routing.mining import PhraseCounts  # noqa: E402
-from flowagents.routing.semantic import SemanticRouter  # noqa: E402
+from flowagents.routing.semantic import SemanticConfig, SemanticRouter  # noqa: E402
 from flowagents.routing.triggers import TriggerIndex  # noqa: E402
 from flowagents.testing.openai import ChatRequest, FakeOpenAI  # noqa: E402
 
@@ -68,12 +74,26 @@ Pairs = list[tuple[str, str]]
 # --------------------------------------------------------------------------------------------- data
 
 
-def first_n(pairs: Sequence[Sequence[str]], n: int) -> dict[str, list[str]]:
-    """The first `n` utterances of each intent, in file order."""
+def sample_n(pairs: Sequence[Sequence[str]], n: int, seed: int | None) -> dict[str, list[str]]:
+    """`n` utterances of each intent drawn with `random.Random(seed).sample` (intents in sorted order,
+    as in routing_quality.py); with `seed=None`, the first `n` in file order."""
     by_intent: dict[str, list[str]] = {}
     for text, intent in pairs:
         by_intent.setdefault(intent, []).append(text)
-    return {intent: texts[:n] for intent, texts in by_intent.items()}
+    if seed is None:
+        return {intent: texts[:n] for intent, texts in by_intent.items()}
+    rng = random.Random(seed)
+    return {intent: rng.sample(texts, min(n, len(texts))) for intent, texts in sorted(by_intent.items())}
+
+
+def seeds_for(pairs: Sequence[Sequence[str]], n: int, args: argparse.Namespace) -> list[int | None]:
+    """One run per seed, or a single run for `--selection first` or when `n` covers every intent."""
+    counts: dict[str, int] = {}
+    for _, intent in pairs:
+        counts[intent] = counts.get(intent, 0) + 1
+    if args.selection == "first" or all(c <= n for c in counts.values()):
+        return [None]
+    return list(args.seeds)
 
 
 async def reply(self: StandardAgent, message: str) -> str:
@@ -162,8 +182,8 @@ async def tune_band(
 ) -> tuple[float, list[dict[str, float]]]:
     """Hybrid `confident_at`: the lowest confidence from which semantic decisions are at least `target`
     precise on val + oos_val (an accepted out-of-scope message counts as a wrong decision)."""
-    vectors = await router.examples_embedder.embed([t for t, _ in val] + list(oos_val))
-    matches = router.classifier.predict(vectors)
+    texts = [t for t, _ in val] + list(oos_val)
+    matches = router.classifier.predict(await router.examples_embedder.embed(texts), None, texts)
     n = len(val)
     curve = []
     chosen = None
@@ -294,21 +314,24 @@ async def measure(
 
 async def run_size(
     n: int,
+    seed: int | None,
     data: dict[str, Any],
     args: argparse.Namespace,
     embedder: LocalEmbedder,
     test: Pairs,
     oos_test: list[str],
 ) -> list[dict[str, Any]]:
-    examples = first_n(data["train"], n)
+    examples = sample_n(data["train"], n, seed)
     intents = sorted(examples)
     val: Pairs = [(t, y) for t, y in data["val"]]
     oos_val = [t for t, _ in data["oos_val"]]
     oos_train = [t for t, _ in data["oos_train"]]
     warmup = [t for t, _ in val[:: max(1, len(val) // 20)]][:20]
     rows: list[dict[str, Any]] = []
+    tag: dict[str, Any] = {"examples_per_intent": n, "seed": seed}
     print(
-        f"\n{n} examples per intent ({len(intents)} agents, {len(test)} + {len(oos_test)} test queries)",
+        f"\n{n} examples per intent, seed {seed} ({len(intents)} agents, {len(test)} + {len(oos_test)} "
+        "test queries)",
         flush=True,
     )
 
@@ -326,53 +349,40 @@ async def run_size(
         )
         row = await measure("trigger (mined)", orch, test, oos_test, warmup)
         rows.append(
-            {
-                "strategy": "trigger",
-                "variant": "mined triggers",
-                "examples_per_intent": n,
-                "knobs": trigger_knobs,
-                **row,
-            }
+            {"strategy": "trigger", "variant": "mined triggers", **tag, "knobs": trigger_knobs, **row}
         )
 
-    pivot: float | None = None
+    def semantic_router(config: SemanticConfig | None = None) -> SemanticRouter:
+        return SemanticRouter(embedder, config=config, cache_dir=args.cache_dir, oos_examples=oos_train)
 
-    async def semantic_router() -> SemanticRouter:
-        return SemanticRouter(embedder, cache_dir=args.cache_dir)
-
-    if "semantic" in args.strategies or "hybrid" in args.strategies:
-        router = await semantic_router()
+    if "semantic" in args.strategies:
+        router = semantic_router()
         orch = Orchestrator(agents=build_agents(intents, examples, {}), routing_strategy=router)
         start = time.perf_counter()
         await orch.initialize()
         fit_s = time.perf_counter() - start
         pivot = await router.acalibrate(val, oos_val, min_oos_recall=args.min_oos_recall)
         knobs = {
+            "config": router.config.model_dump(),
+            "oos_examples": "oos_train",
             "pivot": round(pivot, 4),
             "no_match_threshold": router.config.threshold,
             "fit_seconds": round(fit_s, 2),
         }
-        confident_at, band_curve = await tune_band(router, val, oos_val, args.trust_precision)
-        print(
-            f"  semantic fitted in {fit_s:.1f}s, pivot chosen on val: {pivot:.3f}; hybrid confident_at "
-            f"chosen on val: {confident_at} (semantic decisions >= {args.trust_precision:.0%} precise)",
-            flush=True,
-        )
-        if "semantic" in args.strategies:
-            row = await measure("semantic", orch, test, oos_test, warmup)
-            rows.append(
-                {
-                    "strategy": "semantic",
-                    "variant": "examples",
-                    "examples_per_intent": n,
-                    "knobs": knobs,
-                    **row,
-                }
-            )
-        else:
-            await orch.close()
+        print(f"  semantic fitted in {fit_s:.1f}s, pivot chosen on val: {pivot:.3f}", flush=True)
+        row = await measure("semantic", orch, test, oos_test, warmup)
+        rows.append({"strategy": "semantic", "variant": "examples", **tag, "knobs": knobs, **row})
 
     if "hybrid" in args.strategies:
+        calibrated = semantic_router()
+        await calibrated.afit(examples, oos_examples=oos_train)
+        pivot = await calibrated.acalibrate(val, oos_val, min_oos_recall=args.min_oos_recall)
+        confident_at, band_curve = await tune_band(calibrated, val, oos_val, args.trust_precision)
+        print(
+            f"  hybrid's semantic stage: pivot chosen on val {pivot:.3f}; confident_at chosen on val: "
+            f"{confident_at} (semantic decisions >= {args.trust_precision:.0%} precise)",
+            flush=True,
+        )
         async with FakeOpenAI() as fake:
             variants = [
                 ("examples, default band", {}, args.confident_at),
@@ -384,7 +394,7 @@ async def run_size(
             for variant, triggers, band_top in variants:
                 model = NoneModel()
                 fake.default = model
-                semantic = await semantic_router()
+                semantic = semantic_router()
                 hybrid = HybridRouter(
                     fake.client(timeout=30.0),
                     semantic=semantic,
@@ -402,6 +412,7 @@ async def run_size(
                 semantic.config.pivot = pivot  # the pivot chosen on val above (same fit, same examples)
                 row = await measure(f"hybrid ({variant})", orch, test, oos_test, warmup, hybrid, model)
                 hknobs: dict[str, Any] = {
+                    "semantic_config": semantic.config.model_dump(),
                     "pivot": pivot,
                     "confident_at": hybrid.confident_at,
                     "ask_llm_from": hybrid.ask_llm_from,
@@ -413,43 +424,70 @@ async def run_size(
                     hknobs["val_band_curve"] = band_curve
                 if triggers:
                     hknobs["triggers"] = trigger_knobs
-                rows.append(
-                    {
-                        "strategy": "hybrid",
-                        "variant": variant,
-                        "examples_per_intent": n,
-                        "knobs": knobs,
-                        **row,
-                    }
-                )
+                rows.append({"strategy": "hybrid", "variant": variant, **tag, "knobs": hknobs, **row})
     rows.append(
-        {
-            "strategy": "llm",
-            "variant": "-",
-            "examples_per_intent": n,
-            "note": "not measurable offline (needs a real model)",
-        }
+        {"strategy": "llm", "variant": "-", **tag, "note": "not measurable offline (needs a real model)"}
     )
     print("  llm                                not measurable offline (needs a real model)", flush=True)
     return rows
 
 
+def mean_over_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (examples, strategy, variant): metrics averaged over seeds, with their min and max."""
+    groups: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["examples_per_intent"], r["strategy"], r["variant"]), []).append(r)
+    out = []
+    for (n, strategy, variant), rs in groups.items():
+        row: dict[str, Any] = {
+            "examples_per_intent": n,
+            "strategy": strategy,
+            "variant": variant,
+            "runs": len(rs),
+        }
+        if "note" in rs[0]:
+            out.append({**row, "note": rs[0]["note"]})
+            continue
+        for key in ("in_scope_accuracy", "oos_recall", "llm_share"):
+            if key in rs[0]:
+                values = [r[key] for r in rs]
+                row[key] = round(statistics.fmean(values), 4)
+                row[f"{key}_range"] = [min(values), max(values)]
+        row["ms_per_query"] = {
+            k: round(statistics.fmean(r["ms_per_query"][k] for r in rs), 3) for k in ("mean", "p95")
+        }
+        if "perfect_llm_ceiling" in rs[0]:
+            row["perfect_llm_ceiling"] = {
+                k: round(statistics.fmean(r["perfect_llm_ceiling"][k] for r in rs), 4)
+                for k in ("in_scope_accuracy", "oos_recall")
+            }
+        out.append(row)
+    return out
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of `mean_over_seeds` rows (min-max over seeds in brackets)."""
     lines = [
-        "| examples/intent | strategy | in-scope acc % | OOS recall % | ms/query mean | ms/query p95 "
+        "| examples/intent | runs | strategy | in-scope acc % | OOS recall % | ms/query mean | ms/query p95 "
         "| LLM share % | perfect-LLM ceiling (in-scope / OOS) |",
-        "|---:|---|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        low, high = r[f"{key}_range"]
+        spread = f" ({100 * low:.1f}-{100 * high:.1f})" if r["runs"] > 1 else ""
+        return f"{100 * r[key]:.1f}{spread}"
+
     for r in rows:
         name = r["strategy"] if r["variant"] in ("-", "examples") else f"{r['strategy']} ({r['variant']})"
+        head = f"| {r['examples_per_intent']} | {r['runs']} | {name} |"
         if "note" in r:
-            lines.append(f"| {r['examples_per_intent']} | {name} | {r['note']} | | | | | |")
+            lines.append(f"{head} {r['note']} | | | | | |")
             continue
         ceiling = r.get("perfect_llm_ceiling")
         lines.append(
-            f"| {r['examples_per_intent']} | {name} | {100 * r['in_scope_accuracy']:.1f} | "
-            f"{100 * r['oos_recall']:.1f} | {r['ms_per_query']['mean']:.2f} | "
-            f"{r['ms_per_query']['p95']:.2f} | "
+            f"{head} {cell(r, 'in_scope_accuracy')} | {cell(r, 'oos_recall')} | "
+            f"{r['ms_per_query']['mean']:.2f} | {r['ms_per_query']['p95']:.2f} | "
             + (f"{100 * r['llm_share']:.1f}" if "llm_share" in r else "-")
             + " | "
             + (
@@ -474,13 +512,20 @@ async def amain(args: argparse.Namespace) -> None:
     print(f"encoder loaded in {load_s:.1f}s (one thread); pinned to CPU {args.cpu}", flush=True)
     rows: list[dict[str, Any]] = []
     for n in args.examples:
-        rows += await run_size(n, data, args, embedder, test, oos_test)
+        for seed in seeds_for(data["train"], n, args):
+            rows += await run_size(n, seed, data, args, embedder, test, oos_test)
+    summary = mean_over_seeds(rows)
     print()
-    print(table(rows))
+    print(table(summary))
     report = {
         "dataset": "CLINC150 Full (data_full.json)",
         "entry_point": "Orchestrator.process, one @flowagent per intent",
-        "selection": "first N train utterances per intent",
+        "selection": (
+            f"N train utterances per intent drawn at random, seeds {args.seeds} (all of them at 100)"
+            if args.selection == "random"
+            else "first N train utterances per intent"
+        ),
+        "summary": summary,
         "tuning": f"on val + oos_val only: best val accuracy with oos_val recall >= {args.min_oos_recall}",
         "test_queries": {"in_scope": len(test), "out_of_scope": len(oos_test), "quick": args.quick},
         "hybrid_llm": "loopback fake OpenAI server answering 'none' (lower bound); ceiling = perfect model "
@@ -512,6 +557,13 @@ def main() -> None:
         default=["trigger", "semantic", "hybrid"],
         choices=["trigger", "semantic", "hybrid"],
     )
+    parser.add_argument(
+        "--selection",
+        choices=["random", "first"],
+        default="random",
+        help="N examples per intent drawn at random (one run per seed; default) or the first N in file order",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--quick", action="store_true", help="10 examples per intent, every 10th test query")
     parser.add_argument("--min-oos-recall", type=float, default=0.9)
     parser.add_argument("--top-k", type=int, default=5, help="hybrid: semantic candidates offered to the LLM")
@@ -529,6 +581,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.examples = [10]
+        args.seeds = args.seeds[:1]
         if args.output == OUTPUT:
             args.output = OUTPUT.with_name("routing_orchestrator_quick.json")
     args.cpu = None

@@ -1,8 +1,13 @@
 """Semantic routing quality on CLINC150 Full (Larson et al., 2019), offline, one thread.
 
-For 10 and 100 examples per intent (the first N `train` utterances of each intent), fit the semantic
-router, choose the no-match pivot on `val` + `oos_val` only, then report on `test` (4,500 in-scope;
-a rejected in-scope query counts as wrong) and `oos_test` (1,000 out-of-scope; recall):
+For 10 and 100 examples per intent, fit the semantic router, choose the no-match pivot on `val` +
+`oos_val` only, then report on `test` (4,500 in-scope; a rejected in-scope query counts as wrong) and
+`oos_test` (1,000 out-of-scope; recall). The N examples of each intent are drawn at random from its
+`train` utterances with seeds 0-4 (the usual few-shot protocol, e.g. DNNC and CPFT on CLINC150) and
+the table gives the mean over seeds (min-max beside it); 100 per intent is the whole training split, so
+one run. `--selection first` takes the first N in file order instead (CLINC's first utterances of an
+intent are near-paraphrases of each other, a harder and less usual setting). The "default" variant
+also trains the router's hidden "none" class on `oos_train` (`SemanticRouter(oos_examples=...)`).
 
     .venv/bin/python benchmarks/routing_quality.py            # both sizes, prints a table
     .venv/bin/python benchmarks/routing_quality.py --examples 10 --variants default
@@ -29,6 +34,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,27 +45,46 @@ from flowagents.routing.semantic import SemanticConfig, SemanticMatch, SemanticR
 
 DATA = ROOT.parent / "shared" / "data" / "clinc150" / "data_full.json"
 
+EMBEDDINGS_ONLY = SemanticConfig(lexical_weight=0.0)
 VARIANTS: dict[str, tuple[SemanticConfig, bool, bool]] = {
     # name: (config, train a "none" class on CLINC's oos_train, choose the pivot on val)
-    "default": (SemanticConfig(), False, True),
-    "default-uncalibrated": (SemanticConfig(), False, False),
-    "logreg+oos_train": (SemanticConfig(), True, True),
+    "default": (SemanticConfig(), True, True),
+    "default-uncalibrated": (SemanticConfig(), True, False),
+    "no-oos-class": (SemanticConfig(), False, True),
+    "embeddings-only": (EMBEDDINGS_ONLY, True, True),
+    "previous": (EMBEDDINGS_ONLY, False, True),  # the configuration before the lexical part and none class
     "centroid": (SemanticConfig(head="centroid"), False, True),
     "nearest": (SemanticConfig(head="nearest"), False, True),
 }
-DEFAULT_VARIANTS = ["default", "default-uncalibrated", "logreg+oos_train", "centroid"]
+DEFAULT_VARIANTS = ["default", "default-uncalibrated", "no-oos-class", "embeddings-only", "previous"]
+SEEDS = [0, 1, 2, 3, 4]
 
 
-def first_n(pairs: list[list[str]], n: int, seed: int | None = None) -> dict[str, list[str]]:
-    """The first `n` utterances of each intent, in file order (deterministic); with `seed`, `n` drawn
-    at random instead (a sensitivity check: CLINC's first utterances of an intent are alike)."""
+def per_intent(pairs: list[list[str]]) -> dict[str, list[str]]:
+    """The utterances of each intent, in file order."""
     by_intent: dict[str, list[str]] = {}
     for text, intent in pairs:
         by_intent.setdefault(intent, []).append(text)
+    return by_intent
+
+
+def sample_n(pairs: list[list[str]], n: int, seed: int | None = None) -> dict[str, list[str]]:
+    """`n` utterances of each intent drawn at random with `seed` (`random.Random(seed).sample`, intents in
+    sorted order); with `seed=None`, the first `n` in file order."""
+    by_intent = per_intent(pairs)
     if seed is None:
         return {intent: texts[:n] for intent, texts in by_intent.items()}
     rng = random.Random(seed)
     return {intent: rng.sample(texts, min(n, len(texts))) for intent, texts in sorted(by_intent.items())}
+
+
+def seeds_for(pairs: list[list[str]], n: int, selection: str, seeds: list[int]) -> list[int | None]:
+    """The seeds to run: none for "first", one when `n` covers every intent's utterances (all of them)."""
+    if selection == "first":
+        return [None]
+    if all(len(t) <= n for t in per_intent(pairs).values()):
+        return [None]
+    return list(seeds)
 
 
 def score(matches: list[SemanticMatch], labels: list[str], oos: list[SemanticMatch]) -> dict[str, float]:
@@ -101,6 +126,25 @@ def latency(router: SemanticRouter, raw: LocalEmbedder, texts: list[str]) -> dic
     }
 
 
+def selection_name(selection: str, seeds: list[int | None]) -> str:
+    if seeds != [None]:
+        return f"N per intent drawn at random, seeds {seeds}"
+    return "first N in file order" if selection == "first" else "all train utterances of each intent"
+
+
+def aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Mean, min and max of each metric over seeds."""
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        out[key] = round(statistics.fmean(values), 4)
+        out[f"{key}_min"] = round(min(values), 4)
+        out[f"{key}_max"] = round(max(values), 4)
+        if len(values) > 1:
+            out[f"{key}_stdev"] = round(statistics.stdev(values), 4)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,11 +153,12 @@ def main() -> None:
     parser.add_argument("--examples", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     parser.add_argument(
-        "--random-seed",
-        type=int,
-        default=None,
-        help="draw the N examples per intent at random with this seed instead of the first N",
+        "--selection",
+        choices=["random", "first"],
+        default="random",
+        help="N examples per intent drawn at random (one run per seed; default) or the first N in file order",
     )
+    parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="seeds of the random selection")
     parser.add_argument(
         "--min-oos-recall",
         type=float,
@@ -153,52 +198,75 @@ def main() -> None:
 
     rows = []
     for n in args.examples:
-        examples = first_n(data["train"], n, args.random_seed)
+        seeds = seeds_for(data["train"], n, args.selection, args.seeds)
         for variant in args.variants:
             config, use_oos, calibrate = VARIANTS[variant]
-            router = SemanticRouter(embedder, config=config.model_copy())
-            start = time.perf_counter()
-            router.fit(examples, oos_examples=oos_train if use_oos else ())
-            fit_s = time.perf_counter() - start
-            if calibrate:
-                pivot = router.calibrate(val, oos_val, min_oos_recall=args.min_oos_recall)
-            else:
-                pivot = router.classifier.pivot
-            val_scores = score(
-                router.predict_batch([t for t, _ in val]), [y for _, y in val], router.predict_batch(oos_val)
-            )
-            test_scores = score(router.predict_batch(test_texts), test_labels, router.predict_batch(oos_test))
-            row = {
+            runs: list[dict[str, Any]] = []
+            latency_row: dict[str, float] | None = None
+            for seed in seeds:
+                examples = sample_n(data["train"], n, seed)
+                router = SemanticRouter(
+                    embedder, config=config.model_copy(), oos_examples=oos_train if use_oos else ()
+                )
+                start = time.perf_counter()
+                router.fit(examples, oos_examples=router.oos_examples)
+                fit_s = time.perf_counter() - start
+                if calibrate:
+                    pivot = router.calibrate(val, oos_val, min_oos_recall=args.min_oos_recall)
+                else:
+                    pivot = router.classifier.pivot
+                val_scores = score(
+                    router.predict_batch([t for t, _ in val]),
+                    [y for _, y in val],
+                    router.predict_batch(oos_val),
+                )
+                test_scores = score(
+                    router.predict_batch(test_texts), test_labels, router.predict_batch(oos_test)
+                )
+                runs.append(
+                    {
+                        "seed": seed,
+                        "pivot": round(pivot, 4),
+                        "fit_seconds": round(fit_s, 3),
+                        "val": {k: round(v, 4) for k, v in val_scores.items()},
+                        "test": {k: round(v, 4) for k, v in test_scores.items()},
+                    }
+                )
+                if variant == "default" and latency_row is None:
+                    latency_row = {
+                        k: round(v, 3)
+                        for k, v in latency(router, raw, test_texts[: args.latency_queries]).items()
+                    }
+                print(
+                    f"n={n:<3} seed={seed!s:<4} {variant:<20} acc {test_scores['in_scope_accuracy']:.3f} "
+                    f"oos {test_scores['oos_recall']:.3f} (val {val_scores['in_scope_accuracy']:.3f} / "
+                    f"{val_scores['oos_recall']:.3f}; pivot {pivot:.3f}, fit {fit_s:.2f}s)",
+                    flush=True,
+                )
+            row: dict[str, Any] = {
                 "examples_per_intent": n,
                 "variant": variant,
+                "selection": selection_name(args.selection, seeds),
                 "config": config.model_dump(),
                 "oos_train_as_none_class": use_oos,
                 "pivot_chosen_on_val": calibrate,
-                "pivot": round(pivot, 4),
-                "threshold": router.config.threshold,
-                "fit_seconds": round(fit_s, 3),
-                "val": {k: round(v, 4) for k, v in val_scores.items()},
-                "test": {k: round(v, 4) for k, v in test_scores.items()},
+                "threshold": config.threshold,
+                "fit_seconds": round(statistics.fmean(r["fit_seconds"] for r in runs), 3),
+                "val": aggregate([r["val"] for r in runs]),
+                "test": aggregate([r["test"] for r in runs]),
+                "runs": runs,
             }
-            if variant == "default":
-                row["latency"] = {
-                    k: round(v, 3)
-                    for k, v in latency(router, raw, test_texts[: args.latency_queries]).items()
-                }
+            if latency_row is not None:
+                row["latency"] = latency_row
             rows.append(row)
-            print(
-                f"n={n:<3} {variant:<17} acc {test_scores['in_scope_accuracy']:.3f} "
-                f"oos {test_scores['oos_recall']:.3f} (pivot {pivot:.3f}, fit {fit_s:.2f}s)",
-                flush=True,
-            )
 
     targets = {10: (0.88, 0.75), 100: (0.93, 0.80)}
     print()
     print(
-        "| examples/intent | variant | in-scope acc | OOS recall | top-1 (no reject) | target met | "
+        "| examples/intent | runs | variant | in-scope acc | OOS recall | top-1 (no reject) | target met | "
         "wall ms/query (median, p95) | CPU ms/query | fit s |"
     )
-    print("|---:|---|---:|---:|---:|---|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
         t = r["test"]
         goal = targets.get(r["examples_per_intent"])
@@ -210,16 +278,27 @@ def main() -> None:
         lat = r.get("latency")
         lat_s = f"{lat['ms_per_query_median']:.2f}, {lat['ms_per_query_p95']:.2f}" if lat else "-"
         cpu_s = f"{lat['cpu_ms_per_query_mean']:.2f}" if lat else "-"
+
+        def cell(key: str, t: dict[str, float] = t) -> str:
+            if f"{key}_stdev" not in t:
+                return f"{100 * t[key]:.1f}"
+            return f"{100 * t[key]:.1f} ({100 * t[key + '_min']:.1f}-{100 * t[key + '_max']:.1f})"
+
         print(
-            f"| {r['examples_per_intent']} | {r['variant']} | {100 * t['in_scope_accuracy']:.1f} | "
-            f"{100 * t['oos_recall']:.1f} | {100 * t['top1_accuracy']:.1f} | {met} | {lat_s} | {cpu_s} | "
+            f"| {r['examples_per_intent']} | {len(r['runs'])} | {r['variant']} | "
+            f"{cell('in_scope_accuracy')} | {cell('oos_recall')} | {cell('top1_accuracy')} | {met} | "
+            f"{lat_s} | {cpu_s} | "
             f"{r['fit_seconds']:.2f} |"
         )
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "dataset": "CLINC150 Full (data_full.json)",
-        "selection": "first N train utterances per intent",
+        "selection": (
+            f"N train utterances per intent drawn at random, seeds {args.seeds} (all of them at 100)"
+            if args.selection == "random"
+            else "first N train utterances per intent"
+        ),
         "pivot_rule": f"max val in-scope accuracy with oos_val recall >= {args.min_oos_recall}",
         "encoder": raw.model_id,
         "encoder_load_seconds": round(load_s, 3),

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -860,7 +861,7 @@ class Orchestrator:
     async def _invoke(self, agent: StandardAgent, message: str, turn: _Turn) -> AgentResult:
         """Run `on_running` and turn whatever it gives (result, text, chunks) into a result."""
         outcome: Any = agent.on_running(message)
-        if not hasattr(outcome, "__aiter__"):
+        if type(outcome) is CoroutineType or not hasattr(outcome, "__aiter__"):  # hasattr fails slowly
             outcome = await outcome
         if isinstance(outcome, AgentResult):
             turn.say(outcome.raw_message)

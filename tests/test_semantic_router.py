@@ -2,7 +2,7 @@
 """Semantic routing with the real offline MiniLM encoder on a few CLINC150 intents.
 
 The utterances below are quoted verbatim from CLINC150 (Larson et al., EMNLP 2019, CC BY 3.0):
-the examples from `train`, the held-out messages from `val` and `oos_val`.
+the examples from `train` and `oos_train`, the held-out messages from `val` and `oos_val`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytest
 from _requirements import require_semantic_extra
 
@@ -19,9 +20,11 @@ from _clinc_samples import CLINC_EXAMPLES
 
 from flowagents import Orchestrator, StandardAgent, flowagent
 from flowagents.embeddings.local import LocalEmbedder
+from flowagents.errors import ConfigurationError
 from flowagents.routing.base import AgentProfile
 from flowagents.routing.semantic import (
     NO_MATCH_THRESHOLD,
+    SemanticClassifier,
     SemanticConfig,
     SemanticRouter,
     choose_pivot,
@@ -40,6 +43,14 @@ OUT_OF_SCOPE = [  # from `oos_val`
     "how do i find the area of a circle",
     "what is the name of the 13th president",
     "who has the best record in the nfl",
+]
+
+OOS_EXAMPLES = [  # from `oos_train`: what the bot should not handle
+    "what is the formula for the circumference of a circle",
+    "how many sides are in a hexagon",
+    "what is the largest state in the us",
+    "how much is 1 share of aapl",
+    "what size wipers does this car take",
 ]
 
 ALL_AGENTS = frozenset(EXAMPLES)
@@ -152,3 +163,36 @@ async def test_orchestrator_routes_by_examples(embedder: LocalEmbedder, tmp_path
 
 def cached_files(directory: Path) -> list[Path]:
     return list(directory.glob("*.npz"))
+
+
+async def test_out_of_scope_examples_lower_confidence_on_look_alikes(embedder: LocalEmbedder) -> None:
+    """`SemanticRouter(oos_examples=...)` trains a hidden "none" class, also when the orchestrator fits it."""
+    profiles = [AgentProfile(name, name, (), tuple(ex)) for name, ex in EXAMPLES.items()]
+    plain, guarded = SemanticRouter(embedder), SemanticRouter(embedder, oos_examples=OOS_EXAMPLES)
+    await plain.setup(profiles)
+    await guarded.setup(profiles)
+    message = "how do i find the area of a circle"  # oos_val, close to an oos_train example
+    assert (await guarded.apredict(message)).confidence < (await plain.apredict(message)).confidence
+    for text, agent in HELD_OUT:  # in-scope messages still route
+        assert (await guarded.apredict(text)).agent == agent
+    assert guarded.classifier.agents == plain.classifier.agents  # "none" is never an agent
+
+
+def test_lexical_part_separates_agents_the_embeddings_cannot() -> None:
+    """Words of the examples decide when the vectors are alike (the naive Bayes of `lexical_weight`)."""
+    same = np.tile(np.eye(4, dtype=np.float32)[:1], (6, 1))  # every example has the same vector
+    billing = ["pay my bill", "pay the bill now", "bill payment"]
+    travel = ["book a flight", "flight to paris", "book flight"]
+    texts = billing + travel
+    labels = ["billing"] * 3 + ["travel"] * 3
+    query = same[:1]
+    clf = SemanticClassifier().fit(same, labels, texts=texts)
+    assert clf.predict(query, texts=["book a flight tomorrow"])[0].best == "travel"
+    assert clf.predict(query, texts=["i want to pay my bill"])[0].best == "billing"
+    p_with = clf.predict(query, texts=["book a flight tomorrow"])[0].confidence
+    p_without = clf.predict(query)[0].confidence  # vectors only (no text): the lexical part is left out
+    assert p_with > p_without
+    off = SemanticClassifier(SemanticConfig(lexical_weight=0)).fit(same, labels, texts=texts)
+    assert off.predict(query, texts=["book a flight tomorrow"])[0].confidence == pytest.approx(p_without)
+    with pytest.raises(ConfigurationError):
+        clf.predict(np.vstack([query, query]), texts=["one text for two vectors"])

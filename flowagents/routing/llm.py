@@ -329,7 +329,7 @@ class HybridRouter:
         if judged:
             # One embedding; the top-k ranking (a loop over agents) only for messages that need it.
             vector = await self.semantic.embedder.embed([message])
-            match = self.semantic.classifier.predict(vector, judged)[0]
+            match = self.semantic.classifier.predict(vector, judged, [message])[0]
             if match.best is not None:
                 best = (match.best, match.confidence)
         if best is not None and best[1] >= max(self.confident_at, self._threshold(best[0])):
@@ -343,7 +343,7 @@ class HybridRouter:
         unjudged = candidates - self._semantic_agents
         offered = set(agents) | unjudged
         if best is not None and best[1] >= self.ask_llm_from:
-            top = [a for a, _ in self.semantic.classifier.ranked(vector[0], judged, self.top_k)]
+            top = [a for a, _ in self.semantic.classifier.ranked(vector[0], judged, self.top_k, message)]
             if best[0] not in top:  # ranked orders by the combined score: keep the predicted best too
                 top = [best[0], *top[: self.top_k - 1]]
             offered.update(top)

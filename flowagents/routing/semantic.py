@@ -1,12 +1,15 @@
 """Semantic routing: embed each agent's `examples` and classify messages against them.
 
-The head is a scikit-learn logistic regression over sentence embeddings (fits in a second or two for
-15,000 examples). Each message gets one **confidence on a 0..1 scale**:
+The head is a scikit-learn logistic regression over sentence embeddings, combined with a word-level
+naive Bayes over the examples' TF-IDF (both fit in a few seconds for 15,000 examples). Each message
+gets one **confidence on a 0..1 scale**:
 
+    p   = softmax(logistic-regression logits + lexical_weight * naive-Bayes log-likelihoods)
     raw = p(agent | message) ** prob_power * max(0, cosine(message, agent's nearest example))
 
-`p` is the logistic regression's probability of the best agent (out of the tenant's candidates) and
-the cosine keeps far-away messages from scoring high just because one class wins. `raw` is then mapped
+`p` is the probability of the best agent (out of the tenant's candidates) and the cosine keeps
+far-away messages from scoring high just because one class wins. Out-of-scope examples, when given,
+form a hidden "none" class of both models (weighted `none_weight` times an agent). `raw` is then mapped
 piecewise-linearly so that the *calibration pivot* lands on 0.5:
 
     confidence = 0.5 * raw / pivot                         if raw <  pivot
@@ -40,7 +43,7 @@ NO_MATCH_THRESHOLD = 0.5
 
 DEFAULT_PIVOTS = {"logreg": 0.333, "centroid": 0.46, "nearest": 0.6}
 """Raw score mapped to confidence 0.5, per head; chosen on CLINC150 Full `val`+`oos_val` with 100
-examples per intent (see `calibrate`). With few examples per agent the logreg pivot is lower (0.17 at 10)."""
+examples per intent (see `calibrate`). With few examples per agent the logreg pivot is lower."""
 
 NONE_CLASS = "\x00none"
 """Internal label of out-of-scope examples (never returned)."""
@@ -56,6 +59,14 @@ class SemanticConfig(BaseModel):
     """Inverse regularisation strength of the logistic regression."""
     class_weight: Literal["balanced"] | None = "balanced"
     """Weigh agents equally however many examples each has."""
+    none_weight: float = Field(default=20.0, gt=0)
+    """Weight of the out-of-scope examples' "none" class relative to one agent (used only when
+    out-of-scope examples are given; with `class_weight=None`, relative to one example)."""
+    lexical_weight: float = Field(default=0.5, ge=0)
+    """Weight of the word-level naive Bayes (TF-IDF of 1-2 word phrases of the examples) added to the
+    logistic regression's logits; 0 = embeddings only. Needs the message text (`SemanticRouter` passes it)."""
+    lexical_alpha: float = Field(default=0.1, gt=0)
+    """Additive smoothing of the naive Bayes."""
     prob_power: float = Field(default=0.5, ge=0)
     """Exponent of the probability in the raw score (0 = cosine only)."""
     pivot: float | None = Field(default=None, gt=0, lt=1)
@@ -82,6 +93,37 @@ class _Fitted:
     columns: NDArray[np.intp]  # agent index -> column of predict_proba
     weights: NDArray[np.float32] | None = None  # the fitted model's coef_.T, for fast scoring
     bias: NDArray[np.float32] | None = None
+    lexical: _Lexical | None = None
+
+
+@dataclass(slots=True)
+class _Lexical:
+    """Multinomial naive Bayes over TF-IDF features, same classes (columns) as the logistic regression."""
+
+    vectorizer: Any  # sklearn TfidfVectorizer
+    log_prob: NDArray[np.float32]  # (n_features, n_classes) log p(feature | class)
+
+    def log_likelihood(self, texts: Sequence[str]) -> NDArray[np.float64]:
+        """(n, n_classes) joint log-likelihoods (uniform class prior)."""
+        return np.asarray(self.vectorizer.transform(texts) @ self.log_prob, dtype=np.float64)
+
+
+def _fit_lexical(
+    texts: Sequence[str], labels: Sequence[str], classes: Sequence[str], alpha: float
+) -> _Lexical:
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
+    x = vectorizer.fit_transform(texts)
+    index = {c: i for i, c in enumerate(classes)}
+    rows = np.array([index[y] for y in labels], dtype=np.intp)
+    onehot = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, np.arange(len(rows)))), shape=(len(classes), len(rows))
+    )
+    counts = np.asarray((onehot @ x).todense(), dtype=np.float64) + alpha  # (n_classes, n_features)
+    log_prob = np.log(counts) - np.log(counts.sum(axis=1, keepdims=True))
+    return _Lexical(vectorizer, np.ascontiguousarray(log_prob.T, dtype=np.float32))
 
 
 class SemanticClassifier:
@@ -103,15 +145,19 @@ class SemanticClassifier:
         labels: Sequence[str],
         *,
         oos_vectors: Vectors | None = None,
+        texts: Sequence[str] | None = None,
+        oos_texts: Sequence[str] | None = None,
     ) -> SemanticClassifier:
         """Fit on unit-length example vectors and their agent names.
 
-        `oos_vectors` (messages that belong to no agent) train a hidden "none" class of the logistic
-        regression, which lowers the probability of every agent for look-alike messages.
+        `oos_vectors` (messages that belong to no agent) train a hidden "none" class, which lowers the
+        probability of every agent for look-alike messages. `texts` (and `oos_texts`), the utterances
+        behind the vectors, train the word-level naive Bayes (`config.lexical_weight`); without them
+        the classifier uses the embeddings only.
         """
         labels_arr = np.asarray(list(labels), dtype=object)
-        if len(labels_arr) != len(vectors):
-            raise ConfigurationError("semantic routing: one label per example vector is needed")
+        if len(labels_arr) != len(vectors) or (texts is not None and len(texts) != len(vectors)):
+            raise ConfigurationError("semantic routing: one label (and text) per example vector is needed")
         agents = sorted(set(labels_arr.tolist()))
         if not agents:
             raise ConfigurationError("semantic routing needs at least one agent with examples=[...]")
@@ -119,6 +165,7 @@ class SemanticClassifier:
         centroids = np.stack([e.mean(axis=0) for e in examples])
         centroids /= np.clip(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12, None)
         model = None
+        lexical: _Lexical | None = None
         columns = np.arange(len(agents))
         oos = oos_vectors if oos_vectors is not None and len(oos_vectors) > 0 else None
         if self.config.head == "logreg" and (len(agents) > 1 or oos is not None):
@@ -129,21 +176,52 @@ class SemanticClassifier:
             if oos is not None:
                 x = np.vstack([vectors, oos])
                 y = np.concatenate([labels_arr, np.full(len(oos), NONE_CLASS, dtype=object)])
+            y_str = y.astype(str)
             model = LogisticRegression(
-                C=self.config.C, class_weight=self.config.class_weight, max_iter=self.config.max_iter
+                C=self.config.C, class_weight=self._class_weight(y_str), max_iter=self.config.max_iter
             )
             with threadpool_limits(limits=1):
-                model.fit(x, y.astype(str))
-            index = {c: i for i, c in enumerate(model.classes_)}
+                model.fit(x, y_str)
+            classes = [str(c) for c in model.classes_]
+            index = {c: i for i, c in enumerate(classes)}
             columns = np.array([index[a] for a in agents], dtype=np.intp)
+            if texts is not None and self.config.lexical_weight > 0:
+                all_texts = list(texts)
+                if oos is not None:
+                    if oos_texts is None or len(oos_texts) != len(oos):
+                        raise ConfigurationError(
+                            "semantic routing: one text per out-of-scope vector is needed"
+                        )
+                    all_texts += list(oos_texts)
+                lexical = _fit_lexical(all_texts, y_str.tolist(), classes, self.config.lexical_alpha)
         self._fitted = _Fitted(agents, examples, centroids.astype(np.float32), model, columns)
         if model is not None:
             self._fitted.weights = np.ascontiguousarray(model.coef_.T, dtype=np.float32)
             self._fitted.bias = np.asarray(model.intercept_, dtype=np.float32)
+            self._fitted.lexical = lexical
         return self
 
-    def predict(self, vectors: Vectors, allowed: Iterable[str] | None = None) -> list[SemanticMatch]:
-        """One match per row of `vectors`; `allowed` restricts the agents that may be returned."""
+    def _class_weight(self, y: NDArray[Any]) -> dict[str, float] | None:
+        """scikit-learn's "balanced" weights (or none), with the "none" class weighted `none_weight`."""
+        classes, counts = np.unique(y, return_counts=True)
+        if self.config.class_weight == "balanced":
+            weights = {str(c): len(y) / (len(classes) * n) for c, n in zip(classes, counts, strict=True)}
+        elif NONE_CLASS in classes:
+            weights = {str(c): 1.0 for c in classes}
+        else:
+            return None
+        if NONE_CLASS in weights:
+            weights[NONE_CLASS] *= self.config.none_weight
+        return weights
+
+    def predict(
+        self, vectors: Vectors, allowed: Iterable[str] | None = None, texts: Sequence[str] | None = None
+    ) -> list[SemanticMatch]:
+        """One match per row of `vectors`; `allowed` restricts the agents that may be returned.
+
+        `texts` (the messages behind the vectors) enable the lexical part of the score; pass them
+        whenever you have them, since the pivot was chosen with them.
+        """
         fitted = self._require()
         n_agents = len(fitted.agents)
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
@@ -153,7 +231,7 @@ class SemanticClassifier:
             mask = np.array([a in allowed_set for a in fitted.agents], dtype=bool)
         if not mask.any():
             return [SemanticMatch(None, 0.0, None) for _ in range(len(vectors))]
-        raw, best = self._raw_scores(fitted, vectors, mask)
+        raw, best = self._raw_scores(fitted, vectors, mask, texts)
         out = []
         for r, b in zip(raw, best, strict=True):
             agent = fitted.agents[b]
@@ -163,13 +241,14 @@ class SemanticClassifier:
         return out
 
     def ranked(
-        self, vector: Vectors, allowed: Iterable[str] | None = None, k: int = 5
+        self, vector: Vectors, allowed: Iterable[str] | None = None, k: int = 5, text: str | None = None
     ) -> list[tuple[str, float]]:
-        """The `k` best agents for one vector with their confidences, best first (for an LLM stage)."""
+        """The `k` best agents for one vector (and its message `text`) with their confidences, best
+        first (for an LLM stage)."""
         fitted = self._require()
         allowed_set = set(allowed) if allowed is not None else None
         q = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        probs = self._probabilities(fitted, q)[0]
+        probs = self._probabilities(fitted, q, None if text is None else [text])[0]
         res = []
         for i, agent in enumerate(fitted.agents):
             if allowed_set is None or agent in allowed_set:
@@ -192,17 +271,22 @@ class SemanticClassifier:
             return 0.5 * raw / pivot
         return 0.5 + 0.5 * (raw - pivot) / (1.0 - pivot)
 
-    def raw_scores(self, vectors: Vectors) -> tuple[NDArray[np.float64], list[str]]:
+    def raw_scores(
+        self, vectors: Vectors, texts: Sequence[str] | None = None
+    ) -> tuple[NDArray[np.float64], list[str]]:
         """Raw scores and best agents for `vectors`, all agents allowed (used by `calibrate`)."""
         fitted = self._require()
-        raw, best = self._raw_scores(fitted, np.atleast_2d(vectors), np.ones(len(fitted.agents), dtype=bool))
+        everyone = np.ones(len(fitted.agents), dtype=bool)
+        raw, best = self._raw_scores(fitted, np.atleast_2d(vectors), everyone, texts)
         return raw, [fitted.agents[b] for b in best]
 
     def _combine(self, prob: float, cos: float) -> float:
         p = max(0.0, prob) ** self.config.prob_power if self.config.prob_power else 1.0
         return p * max(0.0, cos)
 
-    def _probabilities(self, fitted: _Fitted, vectors: Vectors) -> NDArray[np.float64]:
+    def _probabilities(
+        self, fitted: _Fitted, vectors: Vectors, texts: Sequence[str] | None = None
+    ) -> NDArray[np.float64]:
         """(n, n_agents) agent scores: logistic-regression probabilities, or cosine for the other heads."""
         head = self.config.head
         if head == "logreg" and fitted.weights is not None and fitted.bias is not None:
@@ -211,6 +295,10 @@ class SemanticClassifier:
             logits = (vectors @ fitted.weights + fitted.bias).astype(np.float64)
             if logits.shape[1] == 1:  # two classes: scikit-learn fits one sigmoid
                 logits = np.hstack([np.zeros_like(logits), logits])
+            if fitted.lexical is not None and texts is not None:
+                if len(texts) != len(vectors):
+                    raise ConfigurationError("semantic routing: one text per message vector is needed")
+                logits += self.config.lexical_weight * fitted.lexical.log_likelihood(texts)
             logits -= logits.max(axis=1, keepdims=True)
             proba = np.exp(logits)
             proba /= proba.sum(axis=1, keepdims=True)
@@ -222,9 +310,9 @@ class SemanticClassifier:
         return np.asarray(vectors @ fitted.centroids.T, dtype=np.float64)
 
     def _raw_scores(
-        self, fitted: _Fitted, vectors: Vectors, mask: NDArray[np.bool_]
+        self, fitted: _Fitted, vectors: Vectors, mask: NDArray[np.bool_], texts: Sequence[str] | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
-        scores = self._probabilities(fitted, vectors)
+        scores = self._probabilities(fitted, vectors, texts)
         scores = np.where(mask[None, :], scores, -np.inf)
         best = scores.argmax(axis=1)
         top = scores[np.arange(len(vectors)), best]
@@ -285,7 +373,9 @@ class SemanticRouter:
     `embedder` defaults to the offline `LocalEmbedder` (extra `semantic`), created at `setup()`.
     `cache_dir` (default: the `FLOWAGENTS_EMBEDDING_CACHE` environment variable, else no cache) keeps
     the *examples'* embeddings on disk, keyed by model id and text hash, so restarts do not embed them
-    again; messages are never cached. Use `await setup(profiles)` / `await afit(...)` then
+    again; messages are never cached. `oos_examples` are messages that belong to no agent (e.g. what
+    users of the bot ask that it should not handle): they train a hidden "none" class, also when the
+    orchestrator fits the router through `setup()`. Use `await setup(profiles)` / `await afit(...)` then
     `await route(...)`, `await apredict(...)`; `fit`/`predict` are blocking variants for embedders
     with `embed_sync`.
     """
@@ -298,8 +388,12 @@ class SemanticRouter:
         *,
         config: SemanticConfig | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        oos_examples: Sequence[str] = (),
     ) -> None:
+        if isinstance(oos_examples, str):
+            raise ConfigurationError("oos_examples must be a list of utterances, not one string")
         self.config = config or SemanticConfig()
+        self.oos_examples = [t for t in oos_examples if t.strip()]
         self.classifier = SemanticClassifier(self.config)
         self._embedder = embedder
         env_dir = os.environ.get("FLOWAGENTS_EMBEDDING_CACHE")
@@ -339,7 +433,7 @@ class SemanticRouter:
         examples = {a.name: list(a.examples) for a in agents if a.examples}
         thresholds = {a.name: a.threshold for a in agents if a.threshold is not None}
         if examples:
-            await self.afit(examples, thresholds=thresholds)
+            await self.afit(examples, oos_examples=self.oos_examples, thresholds=thresholds)
 
     async def afit(
         self,
@@ -351,7 +445,7 @@ class SemanticRouter:
         """Embed the examples (agent name -> utterances; optional out-of-scope utterances) and fit."""
         texts, labels = _flatten(examples)
         vectors = await self.examples_embedder.embed(texts + list(oos_examples))
-        self._fit_vectors(vectors, labels, len(texts), thresholds)
+        self._fit_vectors(vectors, texts + list(oos_examples), labels, thresholds)
         return self
 
     def fit(
@@ -364,49 +458,51 @@ class SemanticRouter:
         """Blocking `afit`."""
         texts, labels = _flatten(examples)
         vectors = self._embed_sync(texts + list(oos_examples), self.examples_embedder)
-        self._fit_vectors(vectors, labels, len(texts), thresholds)
+        self._fit_vectors(vectors, texts + list(oos_examples), labels, thresholds)
         return self
 
     def _fit_vectors(
-        self, vectors: Vectors, labels: list[str], n: int, thresholds: Mapping[str, float] | None
+        self, vectors: Vectors, texts: list[str], labels: list[str], thresholds: Mapping[str, float] | None
     ) -> None:
+        n = len(labels)
         oos = vectors[n:] if len(vectors) > n else None
-        self.classifier.fit(vectors[:n], labels, oos_vectors=oos)
+        self.classifier.fit(vectors[:n], labels, oos_vectors=oos, texts=texts[:n], oos_texts=texts[n:])
         self.classifier.thresholds = dict(thresholds or {})
 
     # -- predicting ------------------------------------------------------------------------------
     def predict(self, text: str, allowed: Iterable[str] | None = None) -> SemanticMatch:
         """`(agent or None, confidence, best)` for one message (blocking)."""
-        return self.classifier.predict(self._embed_sync([text]), allowed)[0]
+        return self.classifier.predict(self._embed_sync([text]), allowed, [text])[0]
 
     def predict_batch(
         self, texts: Sequence[str], allowed: Iterable[str] | None = None
     ) -> list[SemanticMatch]:
         """`predict` for many messages at once (blocking)."""
-        return self.classifier.predict(self._embed_sync(list(texts)), allowed)
+        return self.classifier.predict(self._embed_sync(list(texts)), allowed, texts)
 
     async def apredict(self, text: str, allowed: Iterable[str] | None = None) -> SemanticMatch:
         """`predict` without blocking the event loop."""
-        return self.classifier.predict(await self.embedder.embed([text]), allowed)[0]
+        return self.classifier.predict(await self.embedder.embed([text]), allowed, [text])[0]
 
     async def apredict_batch(
         self, texts: Sequence[str], allowed: Iterable[str] | None = None
     ) -> list[SemanticMatch]:
         """`predict_batch` without blocking the event loop."""
-        return self.classifier.predict(await self.embedder.embed(list(texts)), allowed)
+        return self.classifier.predict(await self.embedder.embed(list(texts)), allowed, texts)
 
     async def ranked(
         self, text: str, allowed: Iterable[str] | None = None, k: int = 5
     ) -> list[tuple[str, float]]:
         """The `k` most likely agents with confidences, best first (candidates for an LLM stage)."""
-        return self.classifier.ranked((await self.embedder.embed([text]))[0], allowed, k)
+        return self.classifier.ranked((await self.embedder.embed([text]))[0], allowed, k, text)
 
     async def apredict_ranked(
         self, text: str, allowed: Iterable[str] | None = None, k: int = 5
     ) -> tuple[SemanticMatch, list[tuple[str, float]]]:
         """`apredict` and `ranked` from one embedding (what a hybrid router needs)."""
         vector = await self.embedder.embed([text])
-        return self.classifier.predict(vector, allowed)[0], self.classifier.ranked(vector[0], allowed, k)
+        match = self.classifier.predict(vector, allowed, [text])[0]
+        return match, self.classifier.ranked(vector[0], allowed, k, text)
 
     async def route(
         self, message: str, context: dict[str, Any], candidates: frozenset[str]
@@ -436,8 +532,9 @@ class SemanticRouter:
 
         Never calibrate on the messages you report results on.
         """
-        vectors = await self.examples_embedder.embed([t for t, _ in in_scope] + list(out_of_scope))
-        return self._calibrate_vectors(vectors, [a for _, a in in_scope], min_oos_recall)
+        texts = [t for t, _ in in_scope] + list(out_of_scope)
+        vectors = await self.examples_embedder.embed(texts)
+        return self._calibrate_vectors(vectors, texts, [a for _, a in in_scope], min_oos_recall)
 
     def calibrate(
         self,
@@ -447,12 +544,15 @@ class SemanticRouter:
         min_oos_recall: float | None = 0.9,
     ) -> float:
         """Blocking `acalibrate`."""
-        vectors = self._embed_sync([t for t, _ in in_scope] + list(out_of_scope), self.examples_embedder)
-        return self._calibrate_vectors(vectors, [a for _, a in in_scope], min_oos_recall)
+        texts = [t for t, _ in in_scope] + list(out_of_scope)
+        vectors = self._embed_sync(texts, self.examples_embedder)
+        return self._calibrate_vectors(vectors, texts, [a for _, a in in_scope], min_oos_recall)
 
-    def _calibrate_vectors(self, vectors: Vectors, agents: list[str], min_oos_recall: float | None) -> float:
+    def _calibrate_vectors(
+        self, vectors: Vectors, texts: list[str], agents: list[str], min_oos_recall: float | None
+    ) -> float:
         n = len(agents)
-        raw, best = self.classifier.raw_scores(vectors)
+        raw, best = self.classifier.raw_scores(vectors, texts)
         correct = [b == a for b, a in zip(best[:n], agents, strict=True)]
         pivot = choose_pivot(raw[:n], correct, raw[n:], min_oos_recall=min_oos_recall)
         self.config.pivot = pivot

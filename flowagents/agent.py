@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from flowagents._trusted import trusted
 from flowagents.errors import AgentDefinitionError
 from flowagents.fields import Slot
-from flowagents.results import AgentResult, AgentStatus, _trusted_result
+from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing.base import AgentProfile
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class StandardAgent:
             "user_id": ctx.get("user_id"),
         }
         if type(status) is AgentStatus and type(raw_message) is str and type(values["data"]) is dict:
-            return _trusted_result(values)
+            return trusted(AgentResult, **values)
         return AgentResult.model_validate(values)  # validates (and converts "completed" to the enum)
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from flowagents import observability
 from flowagents._deadlines import Deadlines
+from flowagents._trusted import trusted
 from flowagents.agent import AgentSpec, StandardAgent, registered_agents, spec_of
 from flowagents.errors import ConfigurationError, FlowAgentsError, StoreError
 from flowagents.events import (
@@ -28,7 +29,7 @@ from flowagents.events import (
 )
 from flowagents.fields import MISSING, InvalidAnswer, Slot
 from flowagents.llm.base import current_tenant
-from flowagents.results import AgentResult, AgentStatus, _trusted_result
+from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing.base import Router, RoutingDecision
 from flowagents.routing.factory import make_router
 from flowagents.routing.triggers import TriggerIndex, TriggerRouter
@@ -111,12 +112,12 @@ class _Turn:
         """A streamed piece, appended as is."""
         self.parts.append(text)
         if self.sink is not None:
-            self.sink(MessageChunkEvent(content=text))
+            self.sink(trusted(MessageChunkEvent, content=text))
 
     def state(self, agent: str, old: AgentStatus | None, new: AgentStatus) -> None:
         """Report a status change (callers on the hot path check `sink` first)."""
         if self.sink is not None and old is not new:
-            self.sink(StateChangeEvent(agent=agent, old_state=old, new_state=new))
+            self.sink(trusted(StateChangeEvent, agent=agent, old_state=old, new_state=new))
 
     @property
     def text(self) -> str:
@@ -269,12 +270,16 @@ class Orchestrator:
     ) -> AsyncIterator[StreamEvent]:
         """Process one message, yielding events as they happen; the last is a `ResultEvent`."""
         queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
-        task = asyncio.ensure_future(
-            self._process(
-                message, tenant_id, user_id, conversation_id, metadata, delivery_id, queue.put_nowait
-            )
-        )
-        task.add_done_callback(lambda _: queue.put_nowait(None))
+
+        async def produce() -> AgentResult:
+            try:
+                return await self._process(
+                    message, tenant_id, user_id, conversation_id, metadata, delivery_id, queue.put_nowait
+                )
+            finally:  # in the same step as the last event: the reader needs no extra loop iteration
+                queue.put_nowait(None)
+
+        task = asyncio.ensure_future(produce())
         try:
             while (event := await queue.get()) is not None:
                 yield event
@@ -454,7 +459,7 @@ class Orchestrator:
         if cls.post_process is not Orchestrator.post_process:
             result = await self.post_process(result, context)
         if sink is not None:
-            sink(ResultEvent(result=result))
+            sink(trusted(ResultEvent, result=result))
         return result
 
     async def _release_delivery(self, delivery_id: str) -> None:
@@ -522,7 +527,8 @@ class Orchestrator:
                 ):
                     if turn.sink is not None:
                         turn.sink(
-                            RoutingEvent(
+                            trusted(
+                                RoutingEvent,
                                 agent=spec.name,
                                 strategy="active",
                                 confidence=1.0,
@@ -545,7 +551,8 @@ class Orchestrator:
         if decision is None:
             if turn.sink is not None:
                 turn.sink(
-                    RoutingEvent(
+                    trusted(
+                        RoutingEvent,
                         agent=None,
                         strategy=self._strategy_name(),
                         confidence=0.0,
@@ -628,7 +635,8 @@ class Orchestrator:
     ) -> AgentResult:
         if turn.sink is not None:
             turn.sink(
-                RoutingEvent(
+                trusted(
+                    RoutingEvent,
                     agent=spec.name,
                     strategy=decision.strategy,
                     confidence=decision.confidence,
@@ -770,19 +778,21 @@ class Orchestrator:
         choices = field.choice_labels
         if turn.sink is not None:
             turn.sink(
-                InputRequiredEvent(
-                    agent=spec.name, field=field.name, question=field.question, choices=choices
+                trusted(
+                    InputRequiredEvent,
+                    agent=spec.name,
+                    field=field.name,
+                    question=field.question,
+                    choices=None if choices is None else list(choices),
                 )
             )
         turn.say(f"{prefix} {field.question}" if prefix else field.question)
-        result = _trusted_result(
-            {
-                "status": AgentStatus.WAITING_FOR_INPUT,
-                "data": {},
-                "agent_name": spec.name,
-                "field": field.name,
-                "choices": None if choices is None else list(choices),
-            }
+        result = trusted(
+            AgentResult,
+            status=AgentStatus.WAITING_FOR_INPUT,
+            agent_name=spec.name,
+            field=field.name,
+            choices=None if choices is None else list(choices),
         )
         return self._stamp(result, key, turn)
 

@@ -61,22 +61,3 @@ class AgentResult(BaseModel):
     error: str | None = None
     """Internal error class name for logs and metrics; never shown to users."""
 
-
-_DEFAULTS = {name: info.default for name, info in AgentResult.model_fields.items() if not info.is_required()}
-_new = object.__new__
-_set = object.__setattr__
-
-
-def _trusted_result(values: dict[str, Any]) -> AgentResult:
-    """An `AgentResult` from values already of the right types, skipping validation (the per-turn path).
-
-    `values` must hold `status` and `data` (a fresh dict); every other field takes its default.
-    """
-    result: AgentResult = _new(AgentResult)
-    fields = _DEFAULTS.copy()
-    fields.update(values)
-    _set(result, "__dict__", fields)
-    _set(result, "__pydantic_fields_set__", set(values))
-    _set(result, "__pydantic_extra__", None)
-    _set(result, "__pydantic_private__", None)
-    return result

@@ -364,3 +364,17 @@ async def test_make_result_gives_the_same_result_as_a_validated_one() -> None:
     wrong_type = await orch.process("number as reply", user_id="cy")
     assert wrong_type.status is AgentStatus.FAILED
     assert wrong_type.raw_message.startswith("Sorry, something went wrong")
+
+
+async def test_streamed_events_round_trip_through_json() -> None:
+    """Events the orchestrator builds itself serialise and validate like hand-built ones."""
+    from flowagents.events import stream_event_adapter
+
+    orch = Orchestrator(agents=[Size, Story])
+    events = [e async for e in orch.process_stream("pick a size", user_id="ann")]
+    events += [e async for e in orch.process_stream("medium", user_id="ann")]
+    events += [e async for e in orch.process_stream("tell a story", user_id="bob")]
+    kinds = {e.type for e in events}
+    assert {"routing", "state_change", "input_required", "message_chunk", "result"} <= kinds
+    for event in events:
+        assert stream_event_adapter.validate_json(event.model_dump_json()) == event

@@ -1,0 +1,48 @@
+"""Build pydantic models from values that are already valid, without running validation.
+
+The orchestrator creates a result and a handful of stream events on every turn from values it has
+validated itself (or that are its own constants); validating them again is a large share of a turn's
+cost. What comes from users (agent results built by hand, settings, platform payloads) is validated
+as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+_new = object.__new__
+_set = object.__setattr__
+_DEFAULTS: dict[type[BaseModel], tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]] = {}
+
+
+def _defaults(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]:
+    plain: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    for name, info in cls.model_fields.items():
+        if info.default_factory is not None:
+            factories.append((name, info.default_factory))  # type: ignore[arg-type]
+        elif not info.is_required():
+            plain[name] = info.default
+    _DEFAULTS[cls] = (plain, tuple(factories))
+    return _DEFAULTS[cls]
+
+
+def trusted(cls: type[M], /, **values: Any) -> M:
+    """`cls(**values)` for values already of the fields' types (defaults filled in, nothing checked)."""
+    plain, factories = _DEFAULTS.get(cls) or _defaults(cls)
+    fields = plain.copy()
+    for name, factory in factories:
+        if name not in values:
+            fields[name] = factory()
+    fields.update(values)
+    model: M = _new(cls)
+    _set(model, "__dict__", fields)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model

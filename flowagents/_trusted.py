@@ -32,13 +32,15 @@ def _defaults(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, Ca
     return _DEFAULTS[cls]
 
 
-def trusted(cls: type[M], /, **values: Any) -> M:
+def trusted(cls: type[M], values: dict[str, Any]) -> M:
     """`cls(**values)` for values already of the fields' types (defaults filled in, nothing checked)."""
-    plain, factories = _DEFAULTS.get(cls) or _defaults(cls)
+    spec = _DEFAULTS.get(cls)
+    plain, factories = spec if spec is not None else _defaults(cls)
     fields = plain.copy()
-    for name, factory in factories:
-        if name not in values:
-            fields[name] = factory()
+    if factories:
+        for name, factory in factories:
+            if name not in values:
+                fields[name] = factory()
     fields.update(values)
     model: M = _new(cls)
     _set(model, "__dict__", fields)

@@ -105,7 +105,7 @@ class StandardAgent:
             "user_id": ctx.get("user_id"),
         }
         if type(status) is AgentStatus and type(raw_message) is str and type(values["data"]) is dict:
-            return trusted(AgentResult, **values)
+            return trusted(AgentResult, values)
         return AgentResult.model_validate(values)  # validates (and converts "completed" to the enum)
 
 

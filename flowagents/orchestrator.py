@@ -112,12 +112,12 @@ class _Turn:
         """A streamed piece, appended as is."""
         self.parts.append(text)
         if self.sink is not None:
-            self.sink(trusted(MessageChunkEvent, content=text))
+            self.sink(trusted(MessageChunkEvent, {"content": text}))
 
     def state(self, agent: str, old: AgentStatus | None, new: AgentStatus) -> None:
         """Report a status change (callers on the hot path check `sink` first)."""
         if self.sink is not None and old is not new:
-            self.sink(trusted(StateChangeEvent, agent=agent, old_state=old, new_state=new))
+            self.sink(trusted(StateChangeEvent, {"agent": agent, "old_state": old, "new_state": new}))
 
     @property
     def text(self) -> str:
@@ -459,7 +459,7 @@ class Orchestrator:
         if cls.post_process is not Orchestrator.post_process:
             result = await self.post_process(result, context)
         if sink is not None:
-            sink(trusted(ResultEvent, result=result))
+            sink(trusted(ResultEvent, {"result": result}))
         return result
 
     async def _release_delivery(self, delivery_id: str) -> None:
@@ -529,10 +529,12 @@ class Orchestrator:
                         turn.sink(
                             trusted(
                                 RoutingEvent,
-                                agent=spec.name,
-                                strategy="active",
-                                confidence=1.0,
-                                reason="the agent was waiting for this answer",
+                                {
+                                    "agent": spec.name,
+                                    "strategy": "active",
+                                    "confidence": 1.0,
+                                    "reason": "the agent was waiting for this answer",
+                                },
                             )
                         )
                     return await self._answer(spec, record, message, key, context, turn)
@@ -553,10 +555,12 @@ class Orchestrator:
                 turn.sink(
                     trusted(
                         RoutingEvent,
-                        agent=None,
-                        strategy=self._strategy_name(),
-                        confidence=0.0,
-                        fallback=context.get("routing_fallback"),
+                        {
+                            "agent": None,
+                            "strategy": self._strategy_name(),
+                            "confidence": 0.0,
+                            "fallback": context.get("routing_fallback"),
+                        },
                     )
                 )
             result = await self.handle_no_match(message, context)
@@ -637,11 +641,13 @@ class Orchestrator:
             turn.sink(
                 trusted(
                     RoutingEvent,
-                    agent=spec.name,
-                    strategy=decision.strategy,
-                    confidence=decision.confidence,
-                    fallback=decision.fallback,
-                    reason=decision.reason,
+                    {
+                        "agent": spec.name,
+                        "strategy": decision.strategy,
+                        "confidence": decision.confidence,
+                        "fallback": decision.fallback,
+                        "reason": decision.reason,
+                    },
                 )
             )
         now = time.time()
@@ -780,19 +786,23 @@ class Orchestrator:
             turn.sink(
                 trusted(
                     InputRequiredEvent,
-                    agent=spec.name,
-                    field=field.name,
-                    question=field.question,
-                    choices=None if choices is None else list(choices),
+                    {
+                        "agent": spec.name,
+                        "field": field.name,
+                        "question": field.question,
+                        "choices": None if choices is None else list(choices),
+                    },
                 )
             )
         turn.say(f"{prefix} {field.question}" if prefix else field.question)
         result = trusted(
             AgentResult,
-            status=AgentStatus.WAITING_FOR_INPUT,
-            agent_name=spec.name,
-            field=field.name,
-            choices=None if choices is None else list(choices),
+            {
+                "status": AgentStatus.WAITING_FOR_INPUT,
+                "agent_name": spec.name,
+                "field": field.name,
+                "choices": None if choices is None else list(choices),
+            },
         )
         return self._stamp(result, key, turn)
 

@@ -60,4 +60,3 @@ class AgentResult(BaseModel):
     """True when this delivery id was already processed."""
     error: str | None = None
     """Internal error class name for logs and metrics; never shown to users."""
-

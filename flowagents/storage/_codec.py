@@ -29,7 +29,8 @@ def decode(raw: str | bytes, tenant_id: str) -> ConversationRecord | None:
     except (ValidationError, ValueError, UnicodeDecodeError) as exc:
         log.error(
             "ignoring a corrupt conversation record (tenant %s): %s; the conversation starts afresh",
-            tenant_id, type(exc).__name__,
+            tenant_id,
+            type(exc).__name__,
         )
         return None
 

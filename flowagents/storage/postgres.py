@@ -104,7 +104,10 @@ class PostgresStore(ConversationStore):
             return
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, timeout=self.timeout_seconds,
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.timeout_seconds,
                 command_timeout=self.timeout_seconds,
             )
             async with self._pool.acquire() as conn:

@@ -201,7 +201,8 @@ class RedisStore(ConversationStore):
         parts = len(kb.conversation(ConversationKey("t", "c", "u")).split(kb.separator))
         client = self.sync_client
         names = [
-            n for n in client.scan_iter(match=pattern, count=1000)
+            n
+            for n in client.scan_iter(match=pattern, count=1000)
             if len(n.split(kb.separator.encode())) == parts  # skips lock keys
         ]
         out: list[tuple[ConversationKey, bytes, bytes]] = []
@@ -329,7 +330,10 @@ class RedisIsolation(EventIsolation):
             self._scripts = {
                 name: self._client.register_script(text)
                 for name, text in (
-                    ("enqueue", _ENQUEUE), ("try", _TRY), ("renew", _RENEW), ("release", _RELEASE)
+                    ("enqueue", _ENQUEUE),
+                    ("try", _TRY),
+                    ("renew", _RENEW),
+                    ("release", _RELEASE),
                 )
             }
         return self._client
@@ -384,8 +388,9 @@ class RedisIsolation(EventIsolation):
                 )
                 if position == -1:  # our ticket expired (a long stall): take a new one at the back
                     log.warning("a queued message lost its place (lease expired); queueing it again")
-                    await self._scripts["enqueue"](keys=[queue, alive], args=[token, lease_ms, queue_ms],
-                                                   client=self.client)
+                    await self._scripts["enqueue"](
+                        keys=[queue, alive], args=[token, lease_ms, queue_ms], client=self.client
+                    )
                     continue
             except RedisError as exc:
                 raise self._error("waiting for the conversation", exc) from exc

@@ -458,6 +458,8 @@ class Orchestrator:
                 result = await self._turn(message, key, context, turn)
         if cls.post_process is not Orchestrator.post_process:
             result = await self.post_process(result, context)
+            if not isinstance(result, AgentResult):
+                raise TypeError(f"post_process must return an AgentResult, not {type(result).__name__}")
         if sink is not None:
             sink(trusted(ResultEvent, {"result": result}))
         return result

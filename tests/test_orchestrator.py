@@ -378,3 +378,16 @@ async def test_streamed_events_round_trip_through_json() -> None:
     assert {"routing", "state_change", "input_required", "message_chunk", "result"} <= kinds
     for event in events:
         assert stream_event_adapter.validate_json(event.model_dump_json()) == event
+
+
+async def test_post_process_returning_something_else_gives_an_apology() -> None:
+    class Forgetful(Orchestrator):
+        async def post_process(self, result: AgentResult, context: dict[str, Any]) -> AgentResult:
+            return None  # type: ignore[return-value]  # forgot to return the result
+
+    o = Forgetful(agents=ALL)
+    events = [e async for e in o.process_stream("book a table", user_id="u")]
+    assert events[-1].type == "result"
+    failed = events[-1].result  # type: ignore[union-attr]
+    assert failed.status is AgentStatus.FAILED
+    assert failed.raw_message.startswith("Sorry, something went wrong")

@@ -36,8 +36,9 @@ def single_process_replies() -> dict[str, list[str]]:
     return asyncio.run(run())
 
 
-def drain(workers: list[Worker], into: list[dict[str, Any]], attr: str, until: int,
-          timeout: float = 30) -> None:
+def drain(
+    workers: list[Worker], into: list[dict[str, Any]], attr: str, until: int, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while len(into) < until:
         got = False
@@ -61,8 +62,13 @@ def test_two_workers_give_every_conversation_the_single_process_result(redis_ns:
             expected_queued = len(queued) + CONVERSATIONS
             for i in range(CONVERSATIONS):
                 c = f"c{i:03d}"
-                message = {"id": f"{c}/{r}", "tenant": "tw", "user": c, "text": template.format(c=c),
-                           "delivery_id": f"Ev-{c}-{r}"}
+                message = {
+                    "id": f"{c}/{r}",
+                    "tenant": "tw",
+                    "user": c,
+                    "text": template.format(c=c),
+                    "delivery_id": f"Ev-{c}-{r}",
+                }
                 workers[(i + r) % 2].send(**message)
                 sent += 1
                 if r == 2 and i % 4 == 0:  # the platform delivers this event twice at once, to both workers
@@ -75,8 +81,9 @@ def test_two_workers_give_every_conversation_the_single_process_result(redis_ns:
         # The same events once more, after completion, to the other worker: answered by nobody.
         for i in range(0, CONVERSATIONS, 10):
             c = f"c{i:03d}"
-            workers[(i + 1) % 2].send(id=f"{c}/late", tenant="tw", user=c, text=f"{c}-a3",
-                                      delivery_id=f"Ev-{c}-3")
+            workers[(i + 1) % 2].send(
+                id=f"{c}/late", tenant="tw", user=c, text=f"{c}-a3", delivery_id=f"Ev-{c}-3"
+            )
         late: list[dict[str, Any]] = []
         drain(workers, late, "replies", CONVERSATIONS // 10)
     finally:
@@ -87,8 +94,9 @@ def test_two_workers_give_every_conversation_the_single_process_result(redis_ns:
     processed = [item for item in replies if not item["duplicate"]]
     duplicates = [item for item in replies if item["duplicate"]]
     assert len(duplicates) == CONVERSATIONS // 4 and all(d["reply"] == "" for d in duplicates)
-    assert sorted(item["id"] for item in processed) == sorted(f"c{i:03d}/{r}" for i in range(CONVERSATIONS)
-                                                            for r in range(len(ROUNDS)))  # none lost or twice
+    assert sorted(item["id"] for item in processed) == sorted(
+        f"c{i:03d}/{r}" for i in range(CONVERSATIONS) for r in range(len(ROUNDS))
+    )  # none lost or twice
     assert {item["pid"] for item in processed} == {w.pid for w in workers}
     got: dict[str, list[str]] = {}
     for item in sorted(processed, key=lambda x: int(x["id"].split("/")[1])):

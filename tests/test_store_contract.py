@@ -50,11 +50,22 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await s.close()
 
 
-def record(agent: str = "booking", status: AgentStatus = AgentStatus.WAITING_FOR_INPUT, age: float = 0.0,
-           **values: object) -> ConversationRecord:
+def record(
+    agent: str = "booking",
+    status: AgentStatus = AgentStatus.WAITING_FOR_INPUT,
+    age: float = 0.0,
+    **values: object,
+) -> ConversationRecord:
     now = time.time() - age
-    return ConversationRecord(agent=agent, status=status, values=dict(values), asking="day",
-                              attempts=1, created_at=now - 5, updated_at=now)
+    return ConversationRecord(
+        agent=agent,
+        status=status,
+        values=dict(values),
+        asking="day",
+        attempts=1,
+        created_at=now - 5,
+        updated_at=now,
+    )
 
 
 KEY = ConversationKey("T1", "C1", "U1")
@@ -79,9 +90,13 @@ async def test_save_replaces_and_delete_forgets(store: ConversationStore) -> Non
 
 
 async def test_keys_with_separators_and_glob_characters_stay_apart(store: ConversationStore) -> None:
-    keys = [ConversationKey("a:b", "c", "d"), ConversationKey("a", "b:c", "d"),
-            ConversationKey("a%3Ab", "c", "d"), ConversationKey("t*", "c", "d"),
-            ConversationKey("t[1]", "c?", "lock")]
+    keys = [
+        ConversationKey("a:b", "c", "d"),
+        ConversationKey("a", "b:c", "d"),
+        ConversationKey("a%3Ab", "c", "d"),
+        ConversationKey("t*", "c", "d"),
+        ConversationKey("t[1]", "c?", "lock"),
+    ]
     for i, key in enumerate(keys):
         await store.save(key, record(n=i))
     for i, key in enumerate(keys):

@@ -167,5 +167,7 @@ async def test_many_messages_of_one_conversation_at_once_are_applied_one_by_one(
     await orch.process("start survey", user_id="dee")
     replies = await asyncio.gather(*(orch.process(w, user_id="dee") for w in ("one", "two", "three")))
     assert [r.raw_message for r in replies] == [
-        "Second answer?", "Third answer?", "Survey done: one | two | three"
+        "Second answer?",
+        "Third answer?",
+        "Survey done: one | two | three",
     ]

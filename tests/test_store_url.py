@@ -22,8 +22,11 @@ def test_memory() -> None:
 
 @pytest.mark.parametrize(
     ("url", "path"),
-    [("sqlite:///data/bot.db", Path("data/bot.db")), ("sqlite:////var/lib/bot.db", Path("/var/lib/bot.db")),
-     ("sqlite:///bot.db?x=1", Path("bot.db"))],
+    [
+        ("sqlite:///data/bot.db", Path("data/bot.db")),
+        ("sqlite:////var/lib/bot.db", Path("/var/lib/bot.db")),
+        ("sqlite:///bot.db?x=1", Path("bot.db")),
+    ],
 )
 def test_sqlite_paths_follow_the_sqlalchemy_convention(url: str, path: Path) -> None:
     store, isolation = store_from_url(url)
@@ -44,7 +47,11 @@ def test_a_prefix_lets_several_bots_share_one_database() -> None:
     assert store.keys.prefix == isolation.keys.prefix == "bot2"
     assert store.url == isolation.url == "redis://127.0.0.1:6379/3?socket_timeout=1"
     store, _ = store_from_url("postgresql://bot@db/bot?prefix=bot2_")
-    assert isinstance(store, PostgresStore) and store.prefix == "bot2_" and store.dsn == "postgresql://bot@db/bot"
+    assert (
+        isinstance(store, PostgresStore)
+        and store.prefix == "bot2_"
+        and store.dsn == "postgresql://bot@db/bot"
+    )
 
 
 def test_redis_and_postgres() -> None:

@@ -7,11 +7,13 @@ import pytest
 from flowagents.routing.base import AgentProfile
 from flowagents.routing.triggers import TriggerIndex, pick
 
-INDEX = TriggerIndex([
-    AgentProfile("Booking", "", ("book table", "reservation")),
-    AgentProfile("Leave", "", ("leave request", "time off")),
-    AgentProfile("Cancel", "", ("cancel my reservation",)),
-])
+INDEX = TriggerIndex(
+    [
+        AgentProfile("Booking", "", ("book table", "reservation")),
+        AgentProfile("Leave", "", ("leave request", "time off")),
+        AgentProfile("Cancel", "", ("cancel my reservation",)),
+    ]
+)
 
 
 @pytest.mark.parametrize(

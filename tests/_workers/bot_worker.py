@@ -42,14 +42,25 @@ def queued(key: ConversationKey, position: int) -> None:
 async def handle(orch: Orchestrator, msg: dict[str, Any]) -> None:
     current_id.set(msg["id"])
     result = await orch.process(
-        msg["text"], tenant_id=msg.get("tenant"), user_id=msg["user"], conversation_id=msg.get("conv"),
+        msg["text"],
+        tenant_id=msg.get("tenant"),
+        user_id=msg["user"],
+        conversation_id=msg.get("conv"),
         delivery_id=msg.get("delivery_id"),
     )
-    emit({
-        "id": msg["id"], "reply": result.raw_message, "status": result.status.value, "field": result.field,
-        "data": result.data, "duplicate": result.duplicate, "processed": result.processed,
-        "error": result.error, "pid": os.getpid(),
-    })
+    emit(
+        {
+            "id": msg["id"],
+            "reply": result.raw_message,
+            "status": result.status.value,
+            "field": result.field,
+            "data": result.data,
+            "duplicate": result.duplicate,
+            "processed": result.processed,
+            "error": result.error,
+            "pid": os.getpid(),
+        }
+    )
 
 
 async def main() -> None:
@@ -63,8 +74,9 @@ async def main() -> None:
     store, isolation = store_from_url(args.store, lease_seconds=args.lease)
     if isinstance(isolation, RedisIsolation):
         isolation.on_queued = queued
-    orch = Orchestrator(agents=ALL, store=store, isolation=isolation,
-                        delivery_lease_seconds=args.delivery_lease)
+    orch = Orchestrator(
+        agents=ALL, store=store, isolation=isolation, delivery_lease_seconds=args.delivery_lease
+    )
     await orch.initialize()
     emit({"ready": True, "pid": os.getpid()})
     loop = asyncio.get_running_loop()

@@ -45,7 +45,6 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
-import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -65,6 +64,9 @@ from flowagents.routing.semantic import SemanticConfig, SemanticRouter  # noqa: 
 from flowagents.routing.triggers import TriggerIndex  # noqa: E402
 from flowagents.testing.openai import ChatRequest, FakeOpenAI  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _clinc_selection import SEEDS, sample_n, seeds_for  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "clinc150" / "data_full.json"
 OUTPUT = ROOT / "benchmarks" / "results" / "routing_orchestrator.json"
 
@@ -72,28 +74,6 @@ Pairs = list[tuple[str, str]]
 
 
 # --------------------------------------------------------------------------------------------- data
-
-
-def sample_n(pairs: Sequence[Sequence[str]], n: int, seed: int | None) -> dict[str, list[str]]:
-    """`n` utterances of each intent drawn with `random.Random(seed).sample` (intents in sorted order,
-    as in routing_quality.py); with `seed=None`, the first `n` in file order."""
-    by_intent: dict[str, list[str]] = {}
-    for text, intent in pairs:
-        by_intent.setdefault(intent, []).append(text)
-    if seed is None:
-        return {intent: texts[:n] for intent, texts in by_intent.items()}
-    rng = random.Random(seed)
-    return {intent: rng.sample(texts, min(n, len(texts))) for intent, texts in sorted(by_intent.items())}
-
-
-def seeds_for(pairs: Sequence[Sequence[str]], n: int, args: argparse.Namespace) -> list[int | None]:
-    """One run per seed, or a single run for `--selection first` or when `n` covers every intent."""
-    counts: dict[str, int] = {}
-    for _, intent in pairs:
-        counts[intent] = counts.get(intent, 0) + 1
-    if args.selection == "first" or all(c <= n for c in counts.values()):
-        return [None]
-    return list(args.seeds)
 
 
 async def reply(self: StandardAgent, message: str) -> str:
@@ -512,7 +492,7 @@ async def amain(args: argparse.Namespace) -> None:
     print(f"encoder loaded in {load_s:.1f}s (one thread); pinned to CPU {args.cpu}", flush=True)
     rows: list[dict[str, Any]] = []
     for n in args.examples:
-        for seed in seeds_for(data["train"], n, args):
+        for seed in seeds_for(data["train"], n, args.selection, args.seeds):
             rows += await run_size(n, seed, data, args, embedder, test, oos_test)
     summary = mean_over_seeds(rows)
     print()
@@ -563,7 +543,7 @@ def main() -> None:
         default="random",
         help="N examples per intent drawn at random (one run per seed; default) or the first N in file order",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
     parser.add_argument("--quick", action="store_true", help="10 examples per intent, every 10th test query")
     parser.add_argument("--min-oos-recall", type=float, default=0.9)
     parser.add_argument("--top-k", type=int, default=5, help="hybrid: semantic candidates offered to the LLM")

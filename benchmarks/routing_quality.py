@@ -29,7 +29,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -42,6 +41,9 @@ sys.path.insert(0, str(ROOT))
 from flowagents.embeddings.cache import CachedEmbedder, EmbeddingCache  # noqa: E402
 from flowagents.embeddings.local import LocalEmbedder  # noqa: E402
 from flowagents.routing.semantic import SemanticConfig, SemanticMatch, SemanticRouter  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _clinc_selection import SEEDS, sample_n, seeds_for  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "clinc150" / "data_full.json"
 
@@ -57,34 +59,6 @@ VARIANTS: dict[str, tuple[SemanticConfig, bool, bool]] = {
     "nearest": (SemanticConfig(head="nearest"), False, True),
 }
 DEFAULT_VARIANTS = ["default", "default-uncalibrated", "no-oos-class", "embeddings-only", "previous"]
-SEEDS = [0, 1, 2, 3, 4]
-
-
-def per_intent(pairs: list[list[str]]) -> dict[str, list[str]]:
-    """The utterances of each intent, in file order."""
-    by_intent: dict[str, list[str]] = {}
-    for text, intent in pairs:
-        by_intent.setdefault(intent, []).append(text)
-    return by_intent
-
-
-def sample_n(pairs: list[list[str]], n: int, seed: int | None = None) -> dict[str, list[str]]:
-    """`n` utterances of each intent drawn at random with `seed` (`random.Random(seed).sample`, intents in
-    sorted order); with `seed=None`, the first `n` in file order."""
-    by_intent = per_intent(pairs)
-    if seed is None:
-        return {intent: texts[:n] for intent, texts in by_intent.items()}
-    rng = random.Random(seed)
-    return {intent: rng.sample(texts, min(n, len(texts))) for intent, texts in sorted(by_intent.items())}
-
-
-def seeds_for(pairs: list[list[str]], n: int, selection: str, seeds: list[int]) -> list[int | None]:
-    """The seeds to run: none for "first", one when `n` covers every intent's utterances (all of them)."""
-    if selection == "first":
-        return [None]
-    if all(len(t) <= n for t in per_intent(pairs).values()):
-        return [None]
-    return list(seeds)
 
 
 def score(matches: list[SemanticMatch], labels: list[str], oos: list[SemanticMatch]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 from collections.abc import Iterator, Sequence
@@ -46,10 +47,16 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-async def test_local_embedder_loads_the_packaged_model_offline(offline: None) -> None:
+async def test_local_embedder_loads_the_packaged_model_offline(
+    offline: None, caplog: pytest.LogCaptureFixture
+) -> None:
     from flowagents.embeddings.local import LocalEmbedder
 
-    embedder = LocalEmbedder()
+    with caplog.at_level(logging.INFO):
+        embedder = LocalEmbedder()
+        embedder.embed_sync(["warm up"])
+    # The in-memory int8 conversion does not flood the bot's log with onnxruntime's progress lines.
+    assert [r.getMessage() for r in caplog.records if "onnxruntime" in r.pathname] == []
     texts = [
         "what is my checking account balance",
         "how much money is in my checking account",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
@@ -70,6 +71,7 @@ DEFAULT_TENANT = "default"
 _STORE_DOWN = "Sorry, I can't reach my memory right now. Please try again in a moment."
 _INTERNAL_ERROR = "Sorry, something went wrong on my side. Please try again in a moment."
 _PUNCTUATION = " \t\r\n.!?,;:'\"()"
+_EAGER = sys.version_info >= (3, 12)
 
 
 class AgentInfo(BaseModel):
@@ -279,7 +281,15 @@ class Orchestrator:
             finally:  # in the same step as the last event: the reader needs no extra loop iteration
                 queue.put_nowait(None)
 
-        task = asyncio.ensure_future(produce())
+        if _EAGER:  # Python 3.12+: the turn runs at once, up to its first real wait (no loop round trip)
+            loop = asyncio.get_running_loop()
+            task: asyncio.Task[AgentResult] = asyncio.Task(
+                produce(),
+                loop=loop,
+                eager_start=True,  # type: ignore[call-arg]
+            )
+        else:
+            task = asyncio.ensure_future(produce())
         try:
             while (event := await queue.get()) is not None:
                 yield event

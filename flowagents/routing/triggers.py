@@ -223,10 +223,7 @@ def _choose(
     allowed = [e for e in entries if candidates is None or e[1].agent in candidates]
     if not allowed:
         return None
-    if len(allowed) == 1:
-        penalty, trig = allowed[0]
-        return _decision(trig.agent, trig.text, _confidence(penalty))
-    penalty, trig = min(allowed, key=_rank)
+    penalty, trig = min(allowed, key=_rank) if len(allowed) > 1 else allowed[0]
     confidence = _confidence(penalty)
     for other_penalty, other in allowed:
         if other.agent != trig.agent and other.words == trig.words and other_penalty == penalty:

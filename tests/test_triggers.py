@@ -49,3 +49,15 @@ def test_candidates_filter_and_ambiguity() -> None:
     assert both is not None and both.agent_type == "A" and both.confidence == 0.5
     only_b = pick(index.find("help me"), frozenset({"B"}))
     assert only_b is not None and only_b.agent_type == "B" and only_b.confidence == 1.0
+
+
+def test_word_memo_stays_bounded_and_matches_after_it_is_flushed() -> None:
+    from flowagents.routing import triggers
+
+    index = TriggerIndex([AgentProfile(name="Book", description="", triggers=["book a table"])])
+    for i in range(triggers._FIRST_MEMO_SIZE + 10):
+        index.decide(f"word{i} " + "x" * 100)
+    assert len(index._first) <= triggers._FIRST_MEMO_SIZE
+    decision = index.decide("please book a table")
+    assert decision is not None and decision.agent_type == "Book" and decision.confidence == 1.0
+    assert index.decide("booking tables") is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -58,25 +58,49 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Trigger:
     agent: str
     text: str
     words: int
     order: int
+    decisions: dict[int, RoutingDecision] = field(default_factory=dict)
+    """Penalty -> decision, built on first use (decisions are immutable values)."""
+
+    def decision(self, penalty: int, confidence: float | None = None) -> RoutingDecision:
+        """The decision routing to this trigger's agent (confidence from the penalty unless given)."""
+        if confidence is None:
+            cached = self.decisions.get(penalty)
+            if cached is not None:
+                return cached
+        made = RoutingDecision(
+            agent_type=self.agent,
+            confidence=_confidence(penalty) if confidence is None else confidence,
+            strategy="trigger",
+            reason=f"trigger {self.text!r}",
+        )
+        if confidence is None:
+            self.decisions[penalty] = made
+        return made
+
+
+# Where a message word leads from a node: (next node, penalty of getting there).
+_Targets = tuple[tuple["_Node", int], ...]
 
 
 class _Node:
-    __slots__ = ("children", "ends", "fillers", "raw", "step", "terminal")
+    __slots__ = ("children", "ends", "exact", "fillers", "inflected", "raw", "terminal")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.fillers: list[_Node] = []  # children reached by a filler word the user may leave out
         self.raw: set[str] = set()  # the unstemmed spellings of the word that leads here
         self.terminal: list[_Trigger] = []
-        # Compiled by TriggerIndex.compile(): the next trigger word -> (node it leads to, trigger filler
-        # words left out on the way), and the triggers ending here with their left-out fillers.
-        self.step: dict[str, tuple[tuple[_Node, int], ...]] = {}
+        # Compiled by TriggerIndex.compile(): where the next message word leads, with the penalty of
+        # the trigger filler words left out on the way; `exact` is keyed by a spelling a trigger uses,
+        # `inflected` by the stem of any other spelling (one penalty point more).
+        self.exact: dict[str, _Targets] = {}
+        self.inflected: dict[str, _Targets] = {}
         self.ends: tuple[tuple[_Trigger, int], ...] = ()
 
 
@@ -99,6 +123,8 @@ class TriggerMatch:
 
 
 _MAX_PENALTY = 6
+_FIRST_MEMO_SIZE = 50_000
+_FIRST_MEMO_WORD = 40
 
 
 class TriggerIndex:
@@ -106,6 +132,7 @@ class TriggerIndex:
 
     def __init__(self, agents: Sequence[AgentProfile] = ()) -> None:
         self._root = _Node()
+        self._first: dict[str, _Targets] = {}  # message word -> where it leads from the root
         self._count = 0
         self._compiled = False
         for agent in agents:
@@ -145,10 +172,28 @@ class TriggerIndex:
                     step.setdefault(word, []).append((child, cost))
                 ends.extend((t, cost) for t in skipped.terminal)
                 frontier.extend((child, cost + 1) for child in skipped.fillers)
-            node.step = {w: tuple(targets) for w, targets in step.items()}
+            node.exact = {
+                spelling: tuple((child, cost + (spelling not in child.raw)) for child, cost in targets)
+                for targets in step.values()
+                for spelling in set().union(*(child.raw for child, _ in targets))
+            }
+            node.inflected = {
+                key: tuple((child, cost + 1) for child, cost in targets) for key, targets in step.items()
+            }
             node.ends = tuple(ends)
             stack.extend(node.children.values())
+        self._first.clear()
         self._compiled = True
+
+    def _first_targets(self, word: str) -> _Targets:
+        """Where a message word leads from the root, memoised per spelling (most words lead nowhere)."""
+        root = self._root
+        targets = root.exact.get(word) or root.inflected.get(stem(word), ())
+        if len(word) <= _FIRST_MEMO_WORD:  # bounded: a flood of long junk words cannot grow the memo
+            if len(self._first) >= _FIRST_MEMO_SIZE:
+                self._first.clear()
+            self._first[word] = targets
+        return targets
 
     def find(self, message: str) -> list[TriggerMatch]:
         """Every trigger occurring in the message (its best occurrence)."""
@@ -162,9 +207,8 @@ class TriggerIndex:
         if not self._compiled:
             self.compile()
         raw = _TOKEN.findall(message.lower())
-        stems = list(map(stem, raw))
         n = len(raw)
-        first_step = self._root.step
+        first = self._first
         fillers = FILLER_WORDS
         best: dict[int, tuple[int, _Trigger]] = {}
         # (node, next message position, penalty so far); penalties count inflected words, filler words
@@ -172,13 +216,14 @@ class TriggerIndex:
         stack: list[tuple[_Node, int, int]] = []
         push = stack.append
         pop = stack.pop
-        for start, first in enumerate(stems):
-            firsts = first_step.get(first)
+        for start, word in enumerate(raw):
+            firsts = first.get(word)
             if firsts is None:
+                firsts = self._first_targets(word)
+            if not firsts:
                 continue
-            word = raw[start]
             for node, cost in firsts:
-                push((node, start + 1, cost + (word not in node.raw)))
+                push((node, start + 1, cost))
             while stack:
                 node, pos, penalty = pop()
                 if node.ends:
@@ -186,17 +231,19 @@ class TriggerIndex:
                         seen = best.get(trig.order)
                         if seen is None or seen[0] > penalty + extra:
                             best[trig.order] = (penalty + extra, trig)
-                step = node.step
-                if not step or penalty > _MAX_PENALTY:
+                if penalty > _MAX_PENALTY:
+                    continue
+                exact = node.exact
+                if not exact:
                     continue
                 # The next trigger word, possibly after up to MAX_GAP filler words of the message.
                 j = pos
                 while j < n:
                     word = raw[j]
-                    targets = step.get(stems[j])
+                    targets = exact.get(word) or node.inflected.get(stem(word))
                     if targets is not None:
                         for child, cost in targets:
-                            push((child, j + 1, penalty + j - pos + cost + (word not in child.raw)))
+                            push((child, j + 1, penalty + j - pos + cost))
                     if word not in fillers or j - pos == MAX_GAP:
                         break
                     j += 1
@@ -208,7 +255,7 @@ class TriggerIndex:
         if len(found) == 1:  # the common case, without _choose's ranking
             ((penalty, trig),) = found.values()
             if candidates is None or trig.agent in candidates:
-                return _decision(trig.agent, trig.text, _confidence(penalty))
+                return trig.decision(penalty)
             return None
         return _choose(found.values(), candidates) if found else None
 
@@ -224,12 +271,10 @@ def _choose(
     if not allowed:
         return None
     penalty, trig = min(allowed, key=_rank) if len(allowed) > 1 else allowed[0]
-    confidence = _confidence(penalty)
     for other_penalty, other in allowed:
         if other.agent != trig.agent and other.words == trig.words and other_penalty == penalty:
-            confidence = min(confidence, 0.5)  # two agents match equally well: ambiguous
-            break
-    return _decision(trig.agent, trig.text, confidence)
+            return trig.decision(penalty, min(_confidence(penalty), 0.5))  # two agents tie: ambiguous
+    return trig.decision(penalty)
 
 
 def _confidence(penalty: int) -> float:
@@ -244,14 +289,6 @@ def _rank(entry: tuple[int, _Trigger]) -> tuple[int, int, int]:
 def pick(matches: Sequence[TriggerMatch], candidates: frozenset[str] | None = None) -> RoutingDecision | None:
     """The decision for matches from `TriggerIndex.find`, by the same rule as `TriggerIndex.decide`."""
     return _choose(((m.penalty, _Trigger(m.agent, m.trigger, m.words, m.order)) for m in matches), candidates)
-
-
-@lru_cache(maxsize=16384)
-def _decision(agent: str, trigger: str, confidence: float) -> RoutingDecision:
-    """Decisions are immutable values, so equal ones are built once."""
-    return RoutingDecision(
-        agent_type=agent, confidence=confidence, strategy="trigger", reason=f"trigger {trigger!r}"
-    )
 
 
 class TriggerRouter:

@@ -421,8 +421,31 @@ class Orchestrator:
                     conversation_id=key.conversation_id,
                     user_id=key.user_id,
                 )
-        try:
-            result = await self._handle(message, key, metadata, delivery_id, sink)
+        try:  # hooks, the locked conversation turn, the result event
+            context: dict[str, Any] = {
+                "tenant_id": key.tenant_id,
+                "user_id": key.user_id,
+                "conversation_id": key.conversation_id,
+                "metadata": dict(metadata) if metadata else {},
+                "delivery_id": delivery_id,
+            }
+            cls = type(self)
+            turn = _Turn(sink)
+            if cls.prepare_context is not Orchestrator.prepare_context:
+                context = await self.prepare_context(message, context)
+            guarded = self.guards or cls.should_process is not Orchestrator.should_process
+            if guarded and not await self.should_process(message, context):
+                turn.say(await self.rejection_reply(message, context))
+                result = self._stamp(AgentResult(status=AgentStatus.COMPLETED, processed=False), key, turn)
+            else:
+                async with self.isolation.lock(key):
+                    result = await self._turn(message, key, context, turn)
+            if cls.post_process is not Orchestrator.post_process:
+                result = await self.post_process(result, context)
+                if not isinstance(result, AgentResult):
+                    raise TypeError(f"post_process must return an AgentResult, not {type(result).__name__}")
+            if sink is not None:
+                sink(trusted(ResultEvent, {"result": result}))
         except (StoreError, OSError, ConnectionError) as exc:
             failure = self._failure(key, exc, sink, _STORE_DOWN, "store_unavailable")
         except Exception as exc:  # a bug in a hook or router: apologise, keep serving everyone else
@@ -438,41 +461,6 @@ class Orchestrator:
         if delivery_id is not None:
             await self._release_delivery(delivery_id)
         return failure
-
-    async def _handle(
-        self,
-        message: str,
-        key: ConversationKey,
-        metadata: Mapping[str, Any] | None,
-        delivery_id: str | None,
-        sink: Sink | None,
-    ) -> AgentResult:
-        """One turn after de-duplication: hooks, the locked conversation turn, the result event."""
-        context: dict[str, Any] = {
-            "tenant_id": key.tenant_id,
-            "user_id": key.user_id,
-            "conversation_id": key.conversation_id,
-            "metadata": dict(metadata) if metadata else {},
-            "delivery_id": delivery_id,
-        }
-        cls = type(self)
-        if cls.prepare_context is not Orchestrator.prepare_context:
-            context = await self.prepare_context(message, context)
-        turn = _Turn(sink)
-        guarded = self.guards or cls.should_process is not Orchestrator.should_process
-        if guarded and not await self.should_process(message, context):
-            turn.say(await self.rejection_reply(message, context))
-            result = self._stamp(AgentResult(status=AgentStatus.COMPLETED, processed=False), key, turn)
-        else:
-            async with self.isolation.lock(key):
-                result = await self._turn(message, key, context, turn)
-        if cls.post_process is not Orchestrator.post_process:
-            result = await self.post_process(result, context)
-            if not isinstance(result, AgentResult):
-                raise TypeError(f"post_process must return an AgentResult, not {type(result).__name__}")
-        if sink is not None:
-            sink(trusted(ResultEvent, {"result": result}))
-        return result
 
     async def _release_delivery(self, delivery_id: str) -> None:
         """The turn did not happen: let the platform's retry of this delivery be processed."""
@@ -551,7 +539,7 @@ class Orchestrator:
                         )
                     return await self._answer(spec, record, message, key, context, turn)
                 turn.state(spec.name, record.status, AgentStatus.CANCELLED)
-                return await self._start(self._specs[switch.agent_type], switch, message, key, context, turn)
+                return await self._start(switch, message, key, context, turn)
         elif (
             context.get("metadata", {}).get("command") == "cancel"
             and message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES
@@ -578,7 +566,7 @@ class Orchestrator:
             result = await self.handle_no_match(message, context)
             turn.say(result.raw_message)
             return self._stamp(result, key, turn, no_match=True, agent_name=None)
-        return await self._start(self._specs[decision.agent_type], decision, message, key, context, turn)
+        return await self._start(decision, message, key, context, turn)
 
     def _strategy_name(self) -> str:
         router = self._router
@@ -642,13 +630,14 @@ class Orchestrator:
 
     async def _start(
         self,
-        spec: AgentSpec,
         decision: RoutingDecision,
         message: str,
         key: ConversationKey,
         context: dict[str, Any],
         turn: _Turn,
     ) -> AgentResult:
+        """Start the chosen agent's conversation: fill what the message states, then ask or run."""
+        spec = self._specs[decision.agent_type]
         if turn.sink is not None:
             turn.sink(
                 trusted(
@@ -662,12 +651,11 @@ class Orchestrator:
                     },
                 )
             )
+            turn.state(spec.name, None, AgentStatus.RUNNING)
         now = time.time()
         record = ConversationRecord(
             agent=spec.name, status=AgentStatus.RUNNING, created_at=now, updated_at=now
         )
-        if turn.sink is not None:
-            turn.state(spec.name, None, AgentStatus.RUNNING)
         typed = self._typed_fields[spec.name]
         if typed:
             self._prefill(typed, record.values, message)

@@ -67,20 +67,16 @@ class _Trigger:
     decisions: dict[int, RoutingDecision] = field(default_factory=dict)
     """Penalty -> decision, built on first use (decisions are immutable values)."""
 
-    def decision(self, penalty: int, confidence: float | None = None) -> RoutingDecision:
-        """The decision routing to this trigger's agent (confidence from the penalty unless given)."""
-        if confidence is None:
-            cached = self.decisions.get(penalty)
-            if cached is not None:
-                return cached
-        made = RoutingDecision(
-            agent_type=self.agent,
-            confidence=_confidence(penalty) if confidence is None else confidence,
-            strategy="trigger",
-            reason=f"trigger {self.text!r}",
-        )
-        if confidence is None:
-            self.decisions[penalty] = made
+    def decision(self, penalty: int) -> RoutingDecision:
+        """The decision routing to this trigger's agent, with the confidence its penalty gives."""
+        made = self.decisions.get(penalty)
+        if made is None:
+            made = self.decisions[penalty] = RoutingDecision(
+                agent_type=self.agent,
+                confidence=_confidence(penalty),
+                strategy="trigger",
+                reason=f"trigger {self.text!r}",
+            )
         return made
 
 
@@ -273,7 +269,8 @@ def _choose(
     penalty, trig = min(allowed, key=_rank) if len(allowed) > 1 else allowed[0]
     for other_penalty, other in allowed:
         if other.agent != trig.agent and other.words == trig.words and other_penalty == penalty:
-            return trig.decision(penalty, min(_confidence(penalty), 0.5))  # two agents tie: ambiguous
+            ambiguous = min(_confidence(penalty), 0.5)  # two agents match equally well
+            return trig.decision(penalty).model_copy(update={"confidence": ambiguous})
     return trig.decision(penalty)
 
 

@@ -18,8 +18,8 @@ run: $(STAMP)
 test: $(STAMP) install-browser
 	$(PY) -m pytest -q
 
-# process_stream starts its producer eagerly on Python 3.12+: run the streaming tests there too when
-# PY312 names a Python 3.12 interpreter (.ci/run finds one if the machine has it; a no-op without).
+# process_stream steps its turn by hand inside the caller's task: run the streaming tests on Python 3.12
+# too when PY312 names a 3.12 interpreter (.ci/run finds one if the machine has it; a no-op without).
 PY312 ?=
 test-py312:
 	@if [ -n "$(PY312)" ] && "$(PY312)" -c "import sys; assert sys.version_info[:2] == (3, 12)" 2>/dev/null; then \

@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/run_all.py --quick    # smoke runs
     .venv/bin/python benchmarks/run_all.py --only routing_orchestrator stores
 
-Runs routing_quality.py, routing_orchestrator.py, orchestrator_speed.py and stores.py, then collects
+Runs routing_quality.py, routing_orchestrator.py, orchestrator_speed.py, orchestrator_instructions.py
+and stores.py, then collects
 their JSON results into benchmarks/results/summary.json (with each run's exit code and duration).
 A failing benchmark does not stop the others; the exit code is non-zero if any failed.
 """
@@ -59,6 +60,12 @@ BENCHES = (
         "routing_orchestrator_quick.json",
     ),
     Bench("orchestrator_speed", (), ("--quick",), "orchestrator_speed.json"),
+    Bench(
+        "orchestrator_instructions",
+        ("--n", "10", "100", "1000"),
+        ("--n", "100"),
+        "orchestrator_instructions.json",
+    ),
     Bench("stores", (), ("--messages", "500", "--open", "500"), "stores.json"),
 )
 

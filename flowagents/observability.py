@@ -192,7 +192,7 @@ async def observe_stream(
     """Pass a turn's events through unchanged; at the end report a `TurnSummary` and close its span.
 
     The turn span is a child of the caller's current span (a channel's `span("slack.turn")`), and it is
-    current inside the orchestrator's turn task, so routing, agent and LLM spans nest under it. It also
+    current inside the orchestrator's turn, so routing, agent and LLM spans nest under it. It also
     carries the routing decision and state changes as attributes and events.
     """
     summary = TurnSummary(
@@ -213,8 +213,9 @@ async def observe_stream(
     finished = False
     try:
         iterator = aiter(stream)
-        # The orchestrator starts its turn task on the first step; make the span current just for that
-        # step (attach and detach in one step: an async generator must not keep a context across `yield`).
+        # The orchestrator copies the context for its turn on the first step; make the span current just
+        # for that step (attach and detach in one step: an async generator must not keep a context
+        # across `yield`).
         token = _otel_context.attach(_otel_trace.set_span_in_context(turn_span)) if turn_span else None
         try:
             event: StreamEvent | None = await anext(iterator, None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
@@ -15,6 +14,7 @@ from pydantic import BaseModel
 
 from flowagents import observability
 from flowagents._deadlines import Deadlines
+from flowagents._inline import run_inline
 from flowagents._trusted import trusted
 from flowagents.agent import AgentSpec, StandardAgent, registered_agents, spec_of
 from flowagents.errors import ConfigurationError, FlowAgentsError, StoreError
@@ -71,7 +71,6 @@ DEFAULT_TENANT = "default"
 _STORE_DOWN = "Sorry, I can't reach my memory right now. Please try again in a moment."
 _INTERNAL_ERROR = "Sorry, something went wrong on my side. Please try again in a moment."
 _PUNCTUATION = " \t\r\n.!?,;:'\"()"
-_EAGER = sys.version_info >= (3, 12)
 
 
 class AgentInfo(BaseModel):
@@ -261,7 +260,7 @@ class Orchestrator:
         """Process one message and return the turn's result."""
         return await self._process(message, tenant_id, user_id, conversation_id, metadata, delivery_id, None)
 
-    async def process_stream(
+    def process_stream(
         self,
         message: str,
         tenant_id: str | None = None,
@@ -270,37 +269,16 @@ class Orchestrator:
         metadata: Mapping[str, Any] | None = None,
         delivery_id: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        """Process one message, yielding events as they happen; the last is a `ResultEvent`."""
-        queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+        """Process one message, yielding events as they happen; the last is a `ResultEvent`.
 
-        async def produce() -> AgentResult:
-            try:
-                return await self._process(
-                    message, tenant_id, user_id, conversation_id, metadata, delivery_id, queue.put_nowait
-                )
-            finally:  # in the same step as the last event: the reader needs no extra loop iteration
-                queue.put_nowait(None)
-
-        if _EAGER:  # Python 3.12+: the turn runs at once, up to its first real wait (no loop round trip)
-            loop = asyncio.get_running_loop()
-            task: asyncio.Task[AgentResult] = asyncio.Task(
-                produce(),
-                loop=loop,
-                eager_start=True,  # type: ignore[call-arg]
+        The turn runs in the caller's task as the events are read: they are handed out whenever the
+        turn waits (for the network, a lock) and at its end. Closing the iterator early cancels the turn.
+        """
+        return run_inline(
+            lambda emit: self._process(
+                message, tenant_id, user_id, conversation_id, metadata, delivery_id, emit
             )
-        else:
-            task = asyncio.ensure_future(produce())
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-            task.result()
-        finally:
-            if not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        )
 
     async def cancel(
         self, tenant_id: str | None = None, user_id: str | None = None, conversation_id: str | None = None

@@ -267,49 +267,88 @@ async def test_console_without_http_flag_serves_nothing() -> None:
 # ------------------------------------------------------------------------------------ traces
 
 
-def test_one_trace_from_the_channel_turn_through_routing_to_delivery() -> None:
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+_TRACE_SCENARIO = """
+import asyncio, json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    if trace.get_tracer_provider() is not provider:
-        pytest.skip("another test installed a global tracer provider first")
+from agents import BookingAgent
+from bot.orchestrator import BotOrchestrator
+from flowagents import StandardAgent, flowagent, observability
+from flowagents.testing import ConversationDriver
 
-    async def scenario() -> None:
-        from agents import BookingAgent
-        from flowagents.testing import ConversationDriver
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
 
-        async with ConversationDriver.for_agents(
-            [BookingAgent], orchestrator_class=_bot_orchestrator()
-        ) as chat:
-            # what a channel does: one span around the turn, one around each platform delivery
-            with observability.span("slack.turn", channel="C1"):
-                (await chat.say("book a table")).expect_question(field="guests")
-                with observability.span("slack.deliver"):
-                    pass
 
-    asyncio.run(scenario())
-    spans = {s.name: s for s in exporter.get_finished_spans()}
-    channel_turn, turn = spans["slack.turn"], spans["flowagents.turn"]
-    route, deliver = spans["flowagents.route"], spans["slack.deliver"]
-    assert turn.attributes is not None
-    assert turn.attributes["flowagents.agent"] == "BookingAgent"
-    assert turn.attributes["flowagents.strategy"] == "trigger"
-    assert turn.attributes["flowagents.status"] == "waiting_for_input"
-    assert [e.name for e in turn.events][:2] == ["routing", "state_change"]
+@flowagent(triggers=["check the weather"])
+class WeatherAgent(StandardAgent):
+    async def on_running(self, msg):
+        await asyncio.sleep(0.01)  # the turn waits (as for a network reply) before its own span
+        with observability.span("weather.lookup"):
+            return "Sunny."
 
-    def parent_of(span: Any) -> Any:
-        return span.parent.span_id if span.parent is not None else None
 
-    assert parent_of(turn) == channel_turn.context.span_id
-    assert parent_of(route) == turn.context.span_id
-    assert parent_of(deliver) == channel_turn.context.span_id
-    assert len({s.context.trace_id for s in (channel_turn, turn, route, deliver)}) == 1
+async def scenario():
+    async with ConversationDriver.for_agents(
+        [BookingAgent, WeatherAgent], orchestrator_class=BotOrchestrator
+    ) as chat:
+        # what a channel does: one span around the turn, one around each platform delivery
+        with observability.span("slack.turn", channel="C1"):
+            (await chat.say("check the weather")).expect_reply("Sunny.")
+        with observability.span("slack.turn", channel="C2"):
+            (await chat.say("book a table")).expect_question(field="guests")
+            with observability.span("slack.deliver"):
+                pass
+
+
+asyncio.run(scenario())
+print(json.dumps([
+    {
+        "name": s.name,
+        "id": s.context.span_id,
+        "trace": s.context.trace_id,
+        "parent": s.parent.span_id if s.parent is not None else None,
+        "attributes": dict(s.attributes or {}),
+        "events": [e.name for e in s.events],
+    }
+    for s in exporter.get_finished_spans()
+]))
+"""
+
+
+def test_one_trace_from_the_channel_turn_through_routing_and_the_agent_to_delivery() -> None:
+    # A fresh interpreter: the global tracer provider can be installed only once per process.
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRACE_SCENARIO], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    spans = json.loads(proc.stdout)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for s in spans:
+        by_name.setdefault(s["name"], []).append(s)
+    (weather_channel, booking_channel) = by_name["slack.turn"]
+    (weather_turn, booking_turn) = by_name["flowagents.turn"]
+    (weather_route, booking_route) = by_name["flowagents.route"]
+    (deliver,) = by_name["slack.deliver"]
+    (lookup,) = by_name["weather.lookup"]
+    (weather_agent,) = by_name["flowagents.agent"]
+    assert booking_turn["attributes"]["flowagents.agent"] == "BookingAgent"
+    assert booking_turn["attributes"]["flowagents.strategy"] == "trigger"
+    assert booking_turn["attributes"]["flowagents.status"] == "waiting_for_input"
+    assert booking_turn["events"][:2] == ["routing", "state_change"]
+    assert booking_turn["parent"] == booking_channel["id"]
+    assert booking_route["parent"] == booking_turn["id"]
+    assert deliver["parent"] == booking_channel["id"]
+    assert len({s["trace"] for s in (booking_channel, booking_turn, booking_route, deliver)}) == 1
+    # after the turn waited, the agent's own span still nests under its turn
+    assert weather_turn["parent"] == weather_channel["id"] and weather_route["parent"] == weather_turn["id"]
+    assert lookup["parent"] == weather_agent["id"] and weather_agent["parent"] == weather_turn["id"]
+    assert weather_turn["attributes"]["flowagents.status"] == "completed"
 
 
 def _bot_orchestrator() -> Any:

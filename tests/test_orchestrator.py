@@ -188,6 +188,70 @@ async def test_stream_chunks_match_process_text(orch: Orchestrator) -> None:
         assert "".join(chunks) == final.raw_message == direct.raw_message
 
 
+class _Gated(StandardAgent):
+    """Streams "first", waits for the test's gate, streams "second"; records where it ran."""
+
+    gate: asyncio.Event
+    ran_in: list[asyncio.Task[Any] | None]
+    cleaned_up: list[bool]
+
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        type(self).ran_in.append(asyncio.current_task())
+        try:
+            yield "first "
+            await type(self).gate.wait()
+            yield "second"
+        finally:
+            type(self).cleaned_up.append(True)
+
+
+async def gated_orchestrator() -> tuple[Orchestrator, type[_Gated]]:
+    agent = flowagent(triggers=["gated story"], name="TestGated")(
+        type("Gated", (_Gated,), {"gate": asyncio.Event(), "ran_in": [], "cleaned_up": []})
+    )
+    o = Orchestrator(agents=[agent, Story])
+    await o.initialize()
+    return o, agent
+
+
+async def test_stream_hands_out_chunks_while_the_turn_waits_in_the_callers_task() -> None:
+    o, agent = await gated_orchestrator()
+    seen: list[str] = []
+    async with asyncio.timeout(10):  # a deadlock guard only: a buffered stream would never open the gate
+        async for event in o.process_stream("gated story", user_id="u"):
+            if isinstance(event, MessageChunkEvent):
+                seen.append(event.content)
+                if event.content == "first ":
+                    assert not agent.gate.is_set()
+                    agent.gate.set()
+            elif isinstance(event, ResultEvent):
+                assert event.result.raw_message == "first second"
+    assert seen == ["first ", "second"]
+    assert agent.ran_in == [asyncio.current_task()]  # no task of its own: the caller's task and timeouts
+    await o.close()
+
+
+@pytest.mark.parametrize("how", ["break", "caller timeout"])
+async def test_leaving_a_stream_mid_turn_cancels_the_turn_and_frees_the_conversation(how: str) -> None:
+    o, agent = await gated_orchestrator()
+    events = o.process_stream("gated story", user_id="u")
+    if how == "break":
+        async for event in events:
+            if isinstance(event, MessageChunkEvent):
+                break
+        await events.aclose()  # type: ignore[attr-defined]
+    else:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                async for _ in events:
+                    pass
+    assert agent.cleaned_up == [True] and not agent.gate.is_set()
+    after = [e async for e in o.process_stream("tell a story", user_id="u")]  # the lock was released
+    result = after[-1]
+    assert isinstance(result, ResultEvent) and result.result.raw_message == "Once upon a time."
+    await o.close()
+
+
 async def test_streaming_agent_yields_chunks_in_order(orch: Orchestrator) -> None:
     events = [e async for e in orch.process_stream("tell a story", tenant_id="t", user_id="u")]
     kinds = [e.type for e in events]

@@ -5,8 +5,8 @@
     .venv/bin/python benchmarks/run_all.py --only routing_orchestrator stores
 
 Runs routing_quality.py, routing_orchestrator.py, orchestrator_speed.py, orchestrator_instructions.py
-and stores.py, then collects
-their JSON results into benchmarks/results/summary.json (with each run's exit code and duration).
+and stores.py, then collects their JSON results into benchmarks/results/summary.json (with each run's
+exit code and duration).
 A failing benchmark does not stop the others; the exit code is non-zero if any failed.
 """
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import types
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from typing import Any, TypeVar
@@ -41,12 +40,17 @@ async def run_inline(
     step = contextvars.copy_context().run
     failure: BaseException | None = None
     pending: Any = None
+    finished = False
     try:
         while True:
             try:
                 pending = step(coro.send, None) if failure is None else step(coro.throw, failure)
             except StopIteration:
+                finished = True
                 break
+            except BaseException:
+                finished = True
+                raise
             failure = None
             if emitted:
                 batch = emitted.copy()
@@ -60,7 +64,7 @@ async def run_inline(
         for item in emitted:
             yield item
     finally:
-        if inspect.getcoroutinestate(coro) == inspect.CORO_SUSPENDED:  # the caller stopped listening mid-turn
+        if not finished:  # the caller stopped listening mid-turn
             await _cancel(coro, pending, step)
 
 

@@ -35,9 +35,12 @@ class AgentSpec:
     requires_llm: bool = False
     by_name: dict[str, Slot] = field(init=False, repr=False, compare=False)
     """The fields by name."""
+    asked: tuple[Slot, ...] = field(init=False, repr=False, compare=False)
+    """The fields the agent asks for while they are missing (required, no default), in order."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {f.name: f for f in self.fields})
+        object.__setattr__(self, "asked", tuple(f for f in self.fields if f.asks))
 
     @property
     def profile(self) -> AgentProfile:
@@ -46,8 +49,8 @@ class AgentSpec:
 
     def missing(self, values: dict[str, Any]) -> Slot | None:
         """The first field that must still be asked, in declaration order."""
-        for f in self.fields:
-            if f.asks and f.name not in values:
+        for f in self.asked:
+            if f.name not in values:
                 return f
         return None
 

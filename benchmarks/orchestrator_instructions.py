@@ -38,17 +38,15 @@ async def replay(impl: str, scenario: str, n: int, api: str, limit: int) -> None
     """Warm up on 200 messages of other tenants, then replay the first `limit` messages (replies checked)."""
     intents, fallback = speed.load_intents(n)
     stream = speed.load_stream(f"stream_{scenario}_N{n}.jsonl")
-    if impl == "floor":
-        handle = speed.build_floor(intents, fallback, scenario)
-    else:
-        handle, orch = speed.build_flowagents(intents, fallback, scenario, api, "memory")
-        await orch.initialize()
+    handle, orch = await speed.build(impl, intents, fallback, scenario, api, "memory")
     for m in stream[:200]:
         await handle("w" + m["tenant_id"], m["user_id"], m["text"])
     errors = 0
     for m in stream[:limit]:
         if await handle(m["tenant_id"], m["user_id"], m["text"]) != m["expect"]:
             errors += 1
+    if orch is not None:
+        await orch.close()
     if errors:
         raise SystemExit(f"{errors} wrong replies")
 
@@ -103,9 +101,7 @@ def main() -> None:
             floor = per_message("floor", scenario, n, "process")
             process = per_message("flowagents", scenario, n, "process")
             stream = per_message("flowagents", scenario, n, "stream")
-            rows.append(
-                {"scenario": scenario, "n": n, "floor": floor, "process": process, "stream": stream}
-            )
+            rows.append({"scenario": scenario, "n": n, "floor": floor, "process": process, "stream": stream})
             print(
                 f"{scenario:9} {n:>5} {floor:>9,.0f} {process:>9,.0f} {process / floor:>8.2f} "
                 f"{stream:>9,.0f} {stream / floor:>8.2f}"

@@ -158,6 +158,17 @@ def build_flowagents(
     return handle, orch
 
 
+async def build(
+    impl: str, intents: list[dict[str, Any]], fallback: str, scenario: str, api: str, store_url: str
+) -> tuple[Handle, Any]:
+    """The floor's or flowagents' handle (initialized) and the orchestrator (None for the floor)."""
+    if impl == "floor":
+        return build_floor(intents, fallback, scenario), None
+    handle, orch = build_flowagents(intents, fallback, scenario, api, store_url)
+    await orch.initialize()
+    return handle, orch
+
+
 def _fresh(store_url: str) -> str:
     """The same kind of store, but empty: a new SQLite file, or a Redis key prefix of this process."""
     if store_url.startswith("sqlite:"):
@@ -194,12 +205,7 @@ async def measure(impl: str, scenario: str, n: int, mode: str, api: str, store_u
         load_stream(f"stream_{logic}_N{n}.jsonl") if mode == "perf" else load_stream(f"stream_B_N{n}.jsonl")
     )
     opened = load_stream(f"open_N{n}.jsonl") if mode != "perf" else []
-    orch = None
-    if impl == "floor":
-        handle = build_floor(intents, fallback, logic)
-    else:
-        handle, orch = build_flowagents(intents, fallback, logic, api, store_url)
-        await orch.initialize()
+    handle, orch = await build(impl, intents, fallback, logic, api, store_url)
     out: dict[str, Any] = {
         "impl": impl,
         "scenario": logic,

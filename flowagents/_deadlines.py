@@ -3,6 +3,8 @@
 `asyncio.timeout` schedules a timer handle for every turn; at tens of thousands of turns a second that
 is a measurable share of the orchestrator's cost. Here one periodic tick cancels the tasks whose
 deadline has passed (resolution `TICK` seconds) and the turn turns that cancellation into a timeout.
+A streamed turn runs in its caller's task: while the caller holds the turn's events, its deadline is
+paused, so the cancellation never lands in the caller's own code and the caller's time is not billed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class Deadlines:
 
     def __init__(self) -> None:
         self._due: dict[asyncio.Task[object], float] = {}
+        self._paused: dict[asyncio.Task[object], float] = {}  # task -> seconds it had left
         self._expired: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -31,6 +34,21 @@ class Deadlines:
     def disarm(self, task: asyncio.Task[object]) -> None:
         """The turn is over (or handled its timeout)."""
         self._due.pop(task, None)
+        self._paused.pop(task, None)
+
+    def pause(self) -> None:
+        """The current task leaves its turn for a while (to handle the events it streamed)."""
+        task = asyncio.current_task()
+        due = self._due.pop(task, None) if task is not None else None
+        if due is not None and task is not None:
+            self._paused[task] = due - monotonic()
+
+    def resume(self) -> None:
+        """The current task is back in its turn: its deadline runs on from where it paused."""
+        task = asyncio.current_task()
+        left = self._paused.pop(task, None) if task is not None else None
+        if left is not None and task is not None:
+            self.arm(task, left)
 
     def expired(self, task: asyncio.Task[object]) -> bool:
         """True (once) when this task was cancelled because its deadline passed; the cancel is absorbed."""

@@ -29,11 +29,14 @@ def _wait(pending: Any) -> Generator[Any, Any, Any]:
 
 async def run_inline(
     start: Callable[[Callable[[T], None]], Coroutine[Any, Any, object]],
+    pause: Callable[[], None] = lambda: None,
+    resume: Callable[[], None] = lambda: None,
 ) -> AsyncGenerator[T, None]:
     """Run the coroutine `start(emit)` to its end, yielding what it emits before each of its waits.
 
     What the coroutine raises is raised here. Closing the generator early cancels the coroutine and waits
-    for it to clean up, as cancelling a task running it would.
+    for it to clean up, as cancelling a task running it would. `pause` and `resume` are called when the
+    caller gets events while the coroutine has not finished, and when it asks for more.
     """
     emitted: list[T] = []
     coro = start(emitted.append)
@@ -55,8 +58,10 @@ async def run_inline(
             if emitted:
                 batch = emitted.copy()
                 emitted.clear()
+                pause()
                 for item in batch:
                     yield item
+                resume()
             try:
                 await _wait(pending)
             except BaseException as exc:  # a cancellation (or timeout) reaches the coroutine where it waits

@@ -277,7 +277,9 @@ class Orchestrator:
         return run_inline(
             lambda emit: self._process(
                 message, tenant_id, user_id, conversation_id, metadata, delivery_id, emit
-            )
+            ),
+            self._deadlines.pause,  # the agent's timeout counts the turn's time, not the caller's
+            self._deadlines.resume,
         )
 
     async def cancel(

@@ -252,6 +252,35 @@ async def test_leaving_a_stream_mid_turn_cancels_the_turn_and_frees_the_conversa
     await o.close()
 
 
+@flowagent(triggers=["pause midway"], name="TestPausing", timeout=0.2)
+class Pausing(StandardAgent):
+    """Streams, waits briefly (well within its timeout), streams again."""
+
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        yield "first "
+        await asyncio.sleep(0.01)
+        yield "second"
+
+
+async def test_an_agents_timeout_does_not_count_the_callers_time_between_events() -> None:
+    o = Orchestrator(agents=[Pausing, Slow])
+    chunks: list[str] = []
+    result: AgentResult | None = None
+    async for event in o.process_stream("pause midway", user_id="u"):
+        if isinstance(event, MessageChunkEvent):
+            chunks.append(event.content)
+            if event.content == "first ":
+                await asyncio.sleep(0.5)  # the caller's own slow work (a rate-limited platform call)
+        elif isinstance(event, ResultEvent):
+            result = event.result
+    assert result is not None and result.status is AgentStatus.COMPLETED
+    assert chunks == ["first ", "second"]
+    # The timeout still stops an agent that is slow itself.
+    events = [e async for e in o.process_stream("hang forever", user_id="v")]
+    assert isinstance(events[-1], ResultEvent) and events[-1].result.status is AgentStatus.TIMED_OUT
+    await o.close()
+
+
 async def test_streaming_agent_yields_chunks_in_order(orch: Orchestrator) -> None:
     events = [e async for e in orch.process_stream("tell a story", tenant_id="t", user_id="u")]
     kinds = [e.type for e in events]

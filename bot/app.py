@@ -18,8 +18,9 @@ from bot.http import HttpServer, make_app
 from bot.metrics import BotMetrics, metrics_available
 from bot.orchestrator import BotOrchestrator, guards_from_settings
 from bot.settings import BotSettings, redact_url
-from flowagents import ConfigurationError, OpenAIClient, StandardAgent, StoreError, registered_agents
+from flowagents import ConfigurationError, OpenAIClient, Router, StandardAgent, StoreError, registered_agents
 from flowagents.observability import add_observer
+from flowagents.routing.factory import make_router
 
 log = logging.getLogger("bot")
 
@@ -109,10 +110,14 @@ def build_orchestrator(settings: BotSettings) -> BotOrchestrator:
     """The bot's orchestrator for these settings (not initialised)."""
     agents = import_agents(settings)
     store, isolation = build_store(settings)
+    llm = build_llm(settings)
+    routing: str | Router = settings.flowagents_routing
+    if settings.flowagents_embedding_cache is not None and routing in ("semantic", "hybrid"):
+        routing = make_router(routing, llm_client=llm, cache_dir=settings.flowagents_embedding_cache)
     return BotOrchestrator(
-        llm_client=build_llm(settings),
+        llm_client=llm,
         agents=agents,
-        routing_strategy=settings.flowagents_routing,
+        routing_strategy=routing,
         store=store,
         isolation=isolation,
         default_timeout=settings.flowagents_timeout,

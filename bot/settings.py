@@ -100,6 +100,10 @@ class BotSettings(BaseSettings):
     flowagents_shutdown_grace: float = Field(
         default=30.0, ge=0, description="Seconds running turns may take to finish after SIGTERM."
     )
+    flowagents_embedding_cache: str | None = Field(
+        default=None,
+        description="Directory keeping example embeddings of semantic and hybrid routing between starts.",
+    )
     flowagents_secret_key: SecretStr | None = Field(
         default=None,
         description="Fernet key(s), comma-separated (first encrypts), for Slack installation tokens at rest. "
@@ -179,6 +183,7 @@ class BotSettings(BaseSettings):
     # ------------------------------------------------------------------ validation
 
     @field_validator(
+        "flowagents_embedding_cache",
         "flowagents_secret_key",
         "openai_api_key",
         "openai_base_url",

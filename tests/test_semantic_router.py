@@ -161,6 +161,30 @@ async def test_orchestrator_routes_by_examples(embedder: LocalEmbedder, tmp_path
     assert cached_files(tmp_path)  # the examples' vectors were cached for the next start
 
 
+async def test_the_bot_keeps_example_embeddings_where_its_dotenv_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLOWAGENTS_EMBEDDING_CACHE set in `.env` (not exported) reaches the bot's semantic router."""
+    from bot.app import build_orchestrator
+    from bot.settings import BotSettings
+
+    cache = tmp_path / "embeddings"
+    (tmp_path / ".env").write_text(
+        f"FLOWAGENTS_ROUTING=semantic\nFLOWAGENTS_STORE=memory\nFLOWAGENTS_EMBEDDING_CACHE={cache}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in ("FLOWAGENTS_ROUTING", "FLOWAGENTS_STORE", "FLOWAGENTS_EMBEDDING_CACHE", "FLOWAGENTS_AGENTS"):
+        monkeypatch.delenv(name, raising=False)
+    orchestrator = build_orchestrator(BotSettings())
+    await orchestrator.initialize()
+    try:
+        result = await orchestrator.handle_message("u1", "can I get a table for two tonight")
+        assert result.agent_name == "BookingAgent"
+    finally:
+        await orchestrator.close()
+    assert cached_files(cache)
+
+
 def cached_files(directory: Path) -> list[Path]:
     return list(directory.glob("*.npz"))
 

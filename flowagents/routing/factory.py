@@ -11,8 +11,13 @@ from flowagents.routing.triggers import TriggerRouter
 STRATEGIES = ("trigger", "llm", "hybrid", "semantic")
 
 
-def make_router(strategy: str | Router, *, llm_client: Any = None, embedder: Any = None) -> Router:
-    """A router for a strategy name, or the given router object itself."""
+def make_router(
+    strategy: str | Router, *, llm_client: Any = None, embedder: Any = None, cache_dir: str | None = None
+) -> Router:
+    """A router for a strategy name, or the given router object itself.
+
+    `cache_dir` keeps the semantic stage's example embeddings on disk (semantic and hybrid routing).
+    """
     if not isinstance(strategy, str):
         return strategy
     if strategy == "trigger":
@@ -25,7 +30,7 @@ def make_router(strategy: str | Router, *, llm_client: Any = None, embedder: Any
             )
         from flowagents.routing.llm import HybridRouter, LLMRouter
 
-        return LLMRouter(llm_client) if strategy == "llm" else HybridRouter(llm_client, embedder=embedder)
+        return LLMRouter(llm_client) if strategy == "llm" else HybridRouter(llm_client, embedder=embedder, cache_dir=cache_dir)
     if strategy == "semantic":
         try:
             from flowagents.routing.semantic import SemanticRouter
@@ -34,7 +39,7 @@ def make_router(strategy: str | Router, *, llm_client: Any = None, embedder: Any
                 "routing_strategy='semantic' needs the semantic extra: "
                 f"pip install 'flowagents[semantic]' ({exc})."
             ) from None
-        return SemanticRouter(embedder=embedder)
+        return SemanticRouter(embedder=embedder, cache_dir=cache_dir)
     raise ConfigurationError(
         f"Unknown routing_strategy {strategy!r}; use one of {', '.join(STRATEGIES)} or a Router object."
     )

@@ -30,7 +30,9 @@ def make_router(
             )
         from flowagents.routing.llm import HybridRouter, LLMRouter
 
-        return LLMRouter(llm_client) if strategy == "llm" else HybridRouter(llm_client, embedder=embedder, cache_dir=cache_dir)
+        if strategy == "llm":
+            return LLMRouter(llm_client)
+        return HybridRouter(llm_client, embedder=embedder, cache_dir=cache_dir)
     if strategy == "semantic":
         try:
             from flowagents.routing.semantic import SemanticRouter

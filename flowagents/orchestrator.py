@@ -421,9 +421,7 @@ class Orchestrator:
                 async with self.isolation.lock(key):
                     result = await self._turn(message, key, context, turn)
             if cls.post_process is not Orchestrator.post_process:
-                result = await self.post_process(result, context)
-                if not isinstance(result, AgentResult):
-                    raise TypeError(f"post_process must return an AgentResult, not {type(result).__name__}")
+                result = await self._post_process(result, context, turn)
             if sink is not None:
                 sink(trusted(ResultEvent, {"result": result}))
         except (StoreError, OSError, ConnectionError) as exc:
@@ -441,6 +439,30 @@ class Orchestrator:
         if delivery_id is not None:
             await self._release_delivery(delivery_id)
         return failure
+
+    async def _post_process(self, result: AgentResult, context: dict[str, Any], turn: _Turn) -> AgentResult:
+        """The `post_process` hook's result; text it adds at the end is streamed as a last chunk.
+
+        The turn has happened (its state is saved) when the hook runs, so a hook that fails is logged and
+        the turn's own result is delivered.
+        """
+        try:
+            delivered = await self.post_process(result, context)
+            if not isinstance(delivered, AgentResult):
+                raise TypeError(f"post_process must return an AgentResult, not {type(delivered).__name__}")
+        except Exception as exc:
+            log.exception("post_process failed (%s); delivering the turn's result", type(exc).__name__)
+            return result
+        streamed = turn.text
+        if delivered.raw_message != streamed:
+            if delivered.raw_message.startswith(streamed):
+                turn.chunk(delivered.raw_message[len(streamed) :])
+            elif turn.sink is not None:
+                log.warning(
+                    "post_process changed text that was already streamed; the stream's chunks show the "
+                    "turn's text, the result the changed one (append to raw_message to stream an addition)"
+                )
+        return delivered
 
     async def _release_delivery(self, delivery_id: str) -> None:
         """The turn did not happen: let the platform's retry of this delivery be processed."""

@@ -473,14 +473,37 @@ async def test_streamed_events_round_trip_through_json() -> None:
         assert stream_event_adapter.validate_json(event.model_dump_json()) == event
 
 
-async def test_post_process_returning_something_else_gives_an_apology() -> None:
-    class Forgetful(Orchestrator):
+async def stream_text(o: Orchestrator, message: str, user: str) -> tuple[str, AgentResult]:
+    """The joined chunks of a streamed turn and its result."""
+    events = [e async for e in o.process_stream(message, user_id=user)]
+    assert isinstance(events[-1], ResultEvent)
+    return "".join(e.content for e in events if isinstance(e, MessageChunkEvent)), events[-1].result
+
+
+@pytest.mark.parametrize("mistake", ["returns None", "raises"])
+async def test_a_failing_post_process_still_delivers_the_turn(
+    mistake: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Faulty(Orchestrator):
         async def post_process(self, result: AgentResult, context: dict[str, Any]) -> AgentResult:
+            if mistake == "raises":
+                raise RuntimeError("history database down")
             return None  # type: ignore[return-value]  # forgot to return the result
 
-    o = Forgetful(agents=ALL)
-    events = [e async for e in o.process_stream("book a table", user_id="u")]
-    assert events[-1].type == "result"
-    failed = events[-1].result  # type: ignore[union-attr]
-    assert failed.status is AgentStatus.FAILED
-    assert failed.raw_message.startswith("Sorry, something went wrong")
+    o = Faulty(agents=ALL)
+    text, result = await stream_text(o, "book a table", "u")
+    assert result.status is AgentStatus.WAITING_FOR_INPUT and text == result.raw_message == "How many guests?"
+    assert "post_process failed" in caplog.text
+    text, result = await stream_text(o, "4", "u")  # the conversation kept its place
+    assert result.field == "day" and text == "Which day?"
+
+
+async def test_text_post_process_appends_is_streamed_and_returned() -> None:
+    class Signed(Orchestrator):
+        async def post_process(self, result: AgentResult, context: dict[str, Any]) -> AgentResult:
+            return result.model_copy(update={"raw_message": result.raw_message + "\n-- the bot"})
+
+    o = Signed(agents=ALL)
+    text, result = await stream_text(o, "tell a story", "u")
+    assert text == result.raw_message == "Once upon a time.\n-- the bot"
+    assert (await o.process("tell a story", user_id="v")).raw_message == "Once upon a time.\n-- the bot"

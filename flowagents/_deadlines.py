@@ -23,12 +23,16 @@ class Deadlines:
         self._paused: dict[asyncio.Task[object], float] = {}  # task -> seconds it had left
         self._expired: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the timer runs on
 
     def arm(self, task: asyncio.Task[object], seconds: float) -> None:
         """Cancel `task` if it is still armed `seconds` from now."""
         self._due[task] = monotonic() + seconds  # the event loop's clock is time.monotonic too
-        if self._timer is None:
-            loop = task.get_loop()
+        loop = task.get_loop()
+        if self._timer is None or self._loop is not loop:  # an orchestrator may outlive its first loop
+            if self._timer is not None:
+                self._timer.cancel()
+            self._loop = loop
             self._timer = loop.call_later(min(TICK, seconds), self._tick, loop)
 
     def disarm(self, task: asyncio.Task[object]) -> None:
@@ -62,7 +66,9 @@ class Deadlines:
         self._timer = None
         now = monotonic()
         for task, due in list(self._due.items()):
-            if due <= now:
+            if task.get_loop() is not loop:  # left over from an earlier loop: this timer cannot serve it
+                del self._due[task]
+            elif due <= now:
                 del self._due[task]
                 if not task.done():
                     self._expired.add(task)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import TypeAdapter, ValidationError
@@ -56,6 +58,14 @@ _REASONS: dict[Any, str] = {
     dt.date: "Please give a date like 2026-12-24, 'today' or 'friday'.",
     dt.time: "Please give a time like 19:30 or 7pm.",
 }
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Decimal):
+        return value.is_finite()
+    return True
 
 
 def _numbers(text: str) -> list[str]:
@@ -175,19 +185,27 @@ class Slot:
         obj._values[self.name] = self.validate_value(value)
 
     def validate_value(self, value: Any) -> Any:
-        """Validate an already-typed value (from code, an LLM or storage); raise InvalidAnswer."""
-        assert self._adapter is not None, "field not bound; is the class decorated with @flowagent?"
-        try:
-            result = self._adapter.validate_python(value)
-        except ValidationError as exc:
-            raise InvalidAnswer(_REASONS.get(self.type) or exc.errors()[0]["msg"] + ".") from None
-        if self.choices is not None and result not in self.choices:
-            raise InvalidAnswer(f"Please choose one of: {', '.join(self.choice_labels or [])}.")
+        """Validate a value given in code or by an LLM, then apply the validator; raise InvalidAnswer."""
+        result = self.check_stored(value)
         if self.validator is not None:
             try:
                 result = self.validator(result)
             except (ValueError, TypeError, AssertionError) as exc:
                 raise InvalidAnswer(str(exc) or "That answer is not valid.") from None
+        return result
+
+    def check_stored(self, value: Any) -> Any:
+        """A value kept from an earlier turn, checked against the type and choices (not the validator,
+        which ran when the value was given and may have transformed it); raise InvalidAnswer."""
+        assert self._adapter is not None, "field not bound; is the class decorated with @flowagent?"
+        try:
+            result = self._adapter.validate_python(value)
+        except ValidationError as exc:
+            raise InvalidAnswer(_REASONS.get(self.type) or exc.errors()[0]["msg"] + ".") from None
+        if not _finite(result):  # nan and infinities would not survive the store's JSON
+            raise InvalidAnswer(_REASONS[float])
+        if self.choices is not None and result not in self.choices:
+            raise InvalidAnswer(f"Please choose one of: {', '.join(self.choice_labels or [])}.")
         return result
 
     def parse_answer(self, text: str) -> Any:
@@ -209,6 +227,8 @@ class Slot:
                 raise InvalidAnswer(f"Please choose one of: {', '.join(labels)}.")
             return self.validate_value(picked[0])
         try:
+            if text.isdigit() and self.type in (dt.date, dt.datetime):  # not a Unix timestamp
+                raise InvalidAnswer(_REASONS[dt.date])
             return self.validate_value(text)
         except InvalidAnswer:
             candidate = self._candidate(text)

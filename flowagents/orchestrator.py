@@ -401,6 +401,7 @@ class Orchestrator:
                     conversation_id=key.conversation_id,
                     user_id=key.user_id,
                 )
+        turn = _Turn(sink)
         try:  # hooks, the locked conversation turn, the result event
             context: dict[str, Any] = {
                 "tenant_id": key.tenant_id,
@@ -410,7 +411,6 @@ class Orchestrator:
                 "delivery_id": delivery_id,
             }
             cls = type(self)
-            turn = _Turn(sink)
             if cls.prepare_context is not Orchestrator.prepare_context:
                 context = await self.prepare_context(message, context)
             guarded = self.guards or cls.should_process is not Orchestrator.should_process
@@ -425,10 +425,10 @@ class Orchestrator:
             if sink is not None:
                 sink(trusted(ResultEvent, {"result": result}))
         except (StoreError, OSError, ConnectionError) as exc:
-            failure = self._failure(key, exc, sink, _STORE_DOWN, "store_unavailable")
+            failure = self._failure(key, exc, sink, _STORE_DOWN, "store_unavailable", turn)
         except Exception as exc:  # a bug in a hook or router: apologise, keep serving everyone else
             log.exception("turn failed in %s: %s", type(self).__name__, type(exc).__name__, exc_info=exc)
-            failure = self._failure(key, exc, sink, _INTERNAL_ERROR, "internal_error")
+            failure = self._failure(key, exc, sink, _INTERNAL_ERROR, "internal_error", turn)
         else:
             if delivery_id is not None:
                 try:
@@ -472,16 +472,27 @@ class Orchestrator:
             log.warning("could not release a failed delivery; a retry may be taken as a duplicate")
 
     def _failure(
-        self, key: ConversationKey, exc: BaseException, sink: Sink | None, text: str, code: str
+        self,
+        key: ConversationKey,
+        exc: BaseException,
+        sink: Sink | None,
+        text: str,
+        code: str,
+        turn: _Turn | None = None,
     ) -> AgentResult:
-        """A turn that could not happen: a polite reply, nothing applied."""
+        """A turn that could not finish: a polite reply after what the turn already said, nothing saved."""
         if code == "store_unavailable":
             log.error(
                 "conversation store unavailable: %s", type(exc).__name__, extra={"tenant_id": key.tenant_id}
             )
+        if sink is not None:
+            sink(ErrorEvent(message=text, code=code))
+        if turn is None:
+            turn = _Turn(sink)
+        turn.say(text)
         result = AgentResult(
             status=AgentStatus.FAILED,
-            raw_message=text,
+            raw_message=turn.text,
             error=type(exc).__name__,
             processed=False,
             tenant_id=key.tenant_id,
@@ -489,8 +500,6 @@ class Orchestrator:
             user_id=key.user_id,
         )
         if sink is not None:
-            sink(ErrorEvent(message=text, code=code))
-            sink(MessageChunkEvent(content=text))
             sink(ResultEvent(result=result))
         return result
 
@@ -618,7 +627,7 @@ class Orchestrator:
                 return False
             if field.type is not str or not isinstance(value, str):
                 try:
-                    record.values[name] = field.validate_value(value)
+                    record.values[name] = field.check_stored(value)
                 except InvalidAnswer:
                     return False
         return True

@@ -1,16 +1,20 @@
-"""Faults: Redis stopped mid-run (a private redis-server, never the shared one) and SQLite misuse."""
+"""Faults: Redis stopped mid-run (a private redis-server, never the shared one), SQLite misuse, purges."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
+from _requirements import require_service
 from _workers.agents import ALL
-from _workers.support import RedisServer
+from _workers.support import PG_URL, RedisServer
 
 from flowagents import AgentStatus, Orchestrator
 from flowagents.errors import ConfigurationError, StoreError
+from flowagents.storage.postgres import PostgresStore
 from flowagents.storage.sqlite import SQLiteStore
 from flowagents.storage.url import store_from_url
 
@@ -78,3 +82,28 @@ async def test_an_unwritable_sqlite_location_gives_a_store_error(tmp_path: Path)
     store = SQLiteStore(blocker / "bot.sqlite3")
     with pytest.raises(StoreError, match="data directory"):
         await store.open()
+
+
+async def test_a_failed_purge_after_a_save_neither_fails_the_turn_nor_lets_its_retry_apply_twice() -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    prefix = f"fa_purge_{uuid.uuid4().hex[:10]}_"
+    store = PostgresStore(PG_URL, table_prefix=prefix, timeout_seconds=1.0, purge_interval_seconds=0)
+    orch = Orchestrator(agents=ALL, store=store)
+    await orch.initialize()
+    other = await asyncpg.connect(PG_URL)
+    try:
+        first = await orch.process("book a table", user_id="u", delivery_id="d1")
+        assert first.field is not None
+        # An expired row someone else holds locked: the purge after the next save times out.
+        await other.execute(f"INSERT INTO {prefix}conversations VALUES ('t','c','x', true, 0, 0, '{{}}')")
+        async with other.transaction():
+            await other.execute(f"SELECT 1 FROM {prefix}conversations WHERE user_id = 'x' FOR UPDATE")
+            answered = await orch.process("4", user_id="u", delivery_id="d2")
+        assert answered.processed and answered.status is AgentStatus.WAITING_FOR_INPUT
+        assert answered.field != first.field  # the answer was taken and the next question asked
+        retry = await orch.process("4", user_id="u", delivery_id="d2")  # the platform retries the event
+        assert retry.duplicate
+    finally:
+        await other.execute(f"DROP TABLE IF EXISTS {prefix}conversations, {prefix}deliveries")
+        await other.close()
+        await orch.close()

@@ -19,7 +19,9 @@ from flowagents import (
     StandardAgent,
     flowagent,
 )
-from flowagents.errors import AgentDefinitionError, ConfigurationError
+from flowagents.errors import AgentDefinitionError, ConfigurationError, StoreError
+from flowagents.storage.base import ConversationKey, ConversationRecord
+from flowagents.storage.memory import MemoryStore
 
 
 @flowagent(triggers=["book table", "reservation"], name="TestBooking", description="Book a table")
@@ -507,3 +509,75 @@ async def test_text_post_process_appends_is_streamed_and_returned() -> None:
     text, result = await stream_text(o, "tell a story", "u")
     assert text == result.raw_message == "Once upon a time.\n-- the bot"
     assert (await o.process("tell a story", user_id="v")).raw_message == "Once upon a time.\n-- the bot"
+
+
+# ------------------------------------------------------------------------------- answers and state
+
+
+@flowagent(triggers=["measure it"], name="TestMeasure")
+class Measure(StandardAgent):
+    value: float = InputField("What value?")
+    cents: int = InputField("Price?", validator=lambda euros: euros * 100)
+    when: dt.date = InputField("Which date?")
+
+    async def on_running(self, msg: str) -> str:
+        return f"{self.value} at {self.cents} cents on {self.when.isoformat()}"
+
+
+@pytest.mark.parametrize("answer", ["nan", "inf", "-inf", "1e400"])
+async def test_a_number_json_cannot_keep_is_refused(answer: str) -> None:
+    o = Orchestrator(agents=[Measure])
+    await o.process("measure it", user_id="u")
+    refused = await o.process(answer, user_id="u")
+    assert refused.field == "value" and refused.raw_message == "Please answer with a number. What value?"
+
+
+async def test_a_validator_runs_once_and_a_bare_number_is_not_a_date() -> None:
+    o = Orchestrator(agents=[Measure])
+    for message in ("measure it", "2.5", "5"):
+        await o.process(message, user_id="u")
+    refused = await o.process("0", user_id="u")  # not 1970-01-01 (a Unix timestamp)
+    assert refused.field == "when" and refused.raw_message.startswith("Please give a date")
+    done = await o.process("2026-12-24", user_id="u")
+    assert done.raw_message == "2.5 at 500 cents on 2026-12-24"  # not 50000: the validator ran once
+
+
+def test_timeouts_work_on_every_event_loop_the_orchestrator_serves() -> None:
+    o = Orchestrator(agents=[Story, Slow])
+    asyncio.run(o.process("tell a story", user_id="u"))
+    slow = asyncio.run(o.process("hang forever", user_id="u"))  # a second asyncio.run, a new loop
+    assert slow.status is AgentStatus.TIMED_OUT
+
+
+async def test_an_abandoned_turn_leaves_the_stored_conversation_as_it_was() -> None:
+    ran: list[str] = []
+
+    @flowagent(triggers=["transfer money"], name="TestTransfer")
+    class Transfer(StandardAgent):
+        amount: int = InputField("How much?")
+
+        async def on_running(self, msg: str) -> str:
+            await asyncio.sleep(0.2)
+            ran.append(str(self.amount))
+            return f"Transferred {self.amount}."
+
+    o = Orchestrator(agents=[Transfer])
+    await o.process("transfer money", user_id="u")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # the caller gives up while the agent runs
+            async for _ in o.process_stream("100", user_id="u"):
+                pass
+    again = await o.process("hello?", user_id="u")
+    assert ran == [] and again.field == "amount"  # asked again, not run a second time
+
+
+async def test_a_store_failing_at_the_end_of_a_streamed_turn_keeps_chunks_and_result_equal() -> None:
+    class SaveFails(MemoryStore):
+        async def save(self, key: ConversationKey, record: ConversationRecord) -> None:
+            raise StoreError("disk full")
+
+    o = Orchestrator(agents=[Story], store=SaveFails())
+    text, result = await stream_text(o, "tell a story", "u")
+    assert result.status is AgentStatus.FAILED and not result.processed
+    assert text == result.raw_message
+    assert result.raw_message.startswith("Once upon a time.\n\nSorry, I can't reach my memory")

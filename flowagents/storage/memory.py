@@ -29,10 +29,23 @@ class MemoryStore(ConversationStore):
 
     async def load(self, key: ConversationKey) -> ConversationRecord | None:
         record = self._records.get(key)
-        if record is not None and self._expired(record, time.time()):
+        if record is None:
+            return None
+        if self._expired(record, time.time()):
             del self._records[key]
             return None
-        return record
+        # A copy, as the other stores give: a turn that changes it and never saves (cancelled,
+        # abandoned) leaves the stored conversation as it was.
+        return ConversationRecord(
+            record.agent,
+            record.status,
+            record.created_at,
+            record.updated_at,
+            dict(record.values),
+            record.asking,
+            record.attempts,
+            record.version,
+        )
 
     async def save(self, key: ConversationKey, record: ConversationRecord) -> None:
         self._records[key] = record

@@ -141,8 +141,11 @@ class PostgresStore(ConversationStore):
         now = time.time()
         if now >= self._next_purge:
             self._next_purge = now + self.purge_interval_seconds
-            await self._call("purge", lambda p: p.execute(self._sql["purge"], now))
-            await self._call("purge", lambda p: p.execute(self._sql["purge_deliveries"], now))
+            try:  # the record is saved: a failed clean-up must not fail the turn
+                await self._call("purge", lambda p: p.execute(self._sql["purge"], now))
+                await self._call("purge", lambda p: p.execute(self._sql["purge_deliveries"], now))
+            except StoreError:  # already logged; the next interval tries again
+                pass
 
     async def delete(self, key: ConversationKey) -> None:
         await self._call("delete", lambda p: p.execute(self._sql["delete"], *key))

@@ -191,8 +191,11 @@ class SQLiteStore(ConversationStore):
         if now < self._next_purge:
             return
         self._next_purge = now + self.purge_interval_seconds
-        await self._run("DELETE FROM conversations WHERE expires_at <= ?", (now,), "purge")
-        await self._run("DELETE FROM deliveries WHERE expires_at <= ?", (now,), "purge")
+        try:  # called after a save: a failed clean-up must not fail the turn
+            await self._run("DELETE FROM conversations WHERE expires_at <= ?", (now,), "purge")
+            await self._run("DELETE FROM deliveries WHERE expires_at <= ?", (now,), "purge")
+        except StoreError:  # already logged; the next interval tries again
+            pass
 
     # ------------------------------------------------------------------------------ admin (sync)
 

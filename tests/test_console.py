@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from adapters.console import ConsoleChannel
+from flowagents import Orchestrator, StandardAgent, flowagent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +63,17 @@ def test_bad_slack_token_is_named_without_echoing_it() -> None:
     assert proc.returncode == 2
     assert "SLACK_BOT_TOKEN" in proc.stderr and "xoxb-" in proc.stderr
     assert "secret123" not in proc.stderr
+
+
+async def test_a_line_that_is_not_utf8_gets_an_answer_and_the_chat_goes_on() -> None:
+    @flowagent(triggers=["say hello"], name="ConsoleHello")
+    class Hello(StandardAgent):
+        async def on_running(self, msg: str) -> str:
+            return "Hello!"
+
+    orchestrator = Orchestrator(agents=[Hello])
+    stdin = io.TextIOWrapper(io.BytesIO(b"caf\xe9 please\nsay hello\n"), encoding="utf-8")
+    stdout = io.StringIO()
+    await ConsoleChannel(orchestrator, stdin=stdin, stdout=stdout).start()
+    await orchestrator.close()
+    assert stdout.getvalue().splitlines() == ["Sorry, I didn't get that.", "Hello!"]

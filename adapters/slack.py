@@ -27,6 +27,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.sqlite3 import SQLite3OAuthStateStore
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters._slack_format import CHOICE_ACTION_PREFIX, AgentInfoLike, choice_blocks, help_blocks, help_text
@@ -160,6 +161,7 @@ class SlackChannel:
         self._closing = False
         self._stopped = asyncio.Event()
         self._socket: AsyncSocketModeHandler | None = None
+        self._verifier = SignatureVerifier(signing_secret) if self.mode == "http" and signing_secret else None
         self.events_handled = 0
         """Events (and button clicks) fully handled: answered, ignored or found malformed."""
 
@@ -300,8 +302,20 @@ class SlackChannel:
     # ------------------------------------------------------------------ HTTP routes
 
     async def _handle_events(self, request: web.Request) -> web.StreamResponse:
-        bolt_resp = await self.app.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_resp)
+        # Check the signature before anything parses the body (bolt's request parsing raises on non-JSON).
+        raw = await request.text()
+        try:
+            signed = self._verifier is not None and self._verifier.is_valid_request(raw, request.headers)
+        except ValueError:  # a timestamp header that is not a number
+            signed = False
+        if not signed:
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            bolt_req = AsyncBoltRequest(body=raw, query=request.query_string, headers=dict(request.headers))
+        except (ValueError, TypeError, AttributeError):  # not JSON, or not a JSON object Slack would send
+            log.warning("slack events request refused: signed, but its body is not a Slack payload")
+            return web.json_response({"error": "malformed request body"}, status=400)
+        return await to_aiohttp_response(await self.app.async_dispatch(bolt_req))
 
     async def _handle_install(self, request: web.Request) -> web.StreamResponse:
         flow = self.app.oauth_flow

@@ -333,6 +333,30 @@ async def test_http_mode_rejects_bad_signature_and_stale_timestamp(
     assert len(fast_fake.bot_messages(channel="C1")) == 1
 
 
+async def test_http_mode_answers_a_body_that_is_not_a_slack_payload_with_a_clean_4xx(
+    fast_fake: FakeSlack, orchestrator: Orchestrator, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    caplog.set_level(logging.WARNING)
+    forged = "v0=" + "0" * 64
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, mode="http") as bot:
+        url = bot.url + "/slack/events"
+        statuses = {}
+        for body in ["this is not json", "[1, 2, 3]", "{truncated", "null"]:
+            unsigned = await fast_fake.send_http_event(url, {}, raw_body=body, signature=forged)
+            signed = await fast_fake.send_http_event(url, {}, raw_body=body)
+            statuses[body] = (unsigned.http_status, signed.http_status)
+        challenge = await fast_fake.send_http_event(
+            url, {"type": "url_verification", "token": "t", "challenge": "c-123"}
+        )
+        await bot.dm("T1", user="U1", text="tell me a story")
+        await bot.settle(1)
+    assert statuses == {body: (401, 400) for body in statuses}
+    assert not [r for r in caplog.records if r.name == "aiohttp.server"]  # no server tracebacks
+    assert challenge.http_status == 200 and "c-123" in (challenge.http_body or "")
+    assert len(fast_fake.bot_messages(channel="DU1")) == 1
+
+
 async def test_malformed_event_is_logged_and_ignored(
     fast_fake: FakeSlack, orchestrator: Orchestrator, caplog: pytest.LogCaptureFixture
 ) -> None:

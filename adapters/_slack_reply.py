@@ -3,7 +3,8 @@
 Text is appended with :meth:`ReplyWriter.feed` while the orchestrator produces it; a background
 flusher sends whatever has accumulated, waiting on the workspace's shared call budgets, so chunks are
 coalesced into fewer calls when the budget is tight. Nothing is dropped: when a native stream is
-refused or expires, or a message would pass the length limit, the rest continues in a new message.
+refused or expires, or a message would pass the length limit, the rest continues in a new message;
+when a message cannot be posted at all, :meth:`ReplyWriter.finish` tries the rest again, or apologises.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler, async_default_handlers
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -23,11 +29,46 @@ from adapters._slack_format import split_at_boundary, to_mrkdwn
 from adapters._slack_pacing import BudgetRegistry
 from flowagents import observability
 
-__all__ = ["ReplyWriter", "retry_after_seconds"]
+__all__ = ["ReplyWriter", "retry_after_seconds", "web_api_retry_handlers"]
 
 log = logging.getLogger("adapters.slack")
 
 MAX_429_RETRIES = 8
+MAX_SERVER_ERROR_RETRIES = 2
+# Slack documents these as transient (some come with HTTP 200). Not fatal_error: Slack calls it catastrophic.
+TRANSIENT_ERRORS = frozenset({"internal_error", "service_unavailable"})
+UNDELIVERED = "Sorry, the rest of this answer could not be delivered. Please try again in a moment."
+
+
+class _TransientErrorRetryHandler(AsyncRetryHandler):
+    """Retries what Slack answers for a passing fault besides 500/503: a transient ``ok: false``, 502, 504."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None:
+            return False
+        if response.status_code in (502, 504):
+            return True
+        body = response.body
+        return isinstance(body, dict) and body.get("ok") is False and body.get("error") in TRANSIENT_ERRORS
+
+
+def web_api_retry_handlers() -> list[AsyncRetryHandler]:
+    """slack_sdk's default retries (connection errors) plus retries of server errors and transient errors.
+
+    429s are not retried here: :class:`ReplyWriter` cools off the workspace's shared budget instead.
+    """
+    return [
+        *async_default_handlers(),
+        AsyncServerErrorRetryHandler(max_retry_count=MAX_SERVER_ERROR_RETRIES),
+        _TransientErrorRetryHandler(max_retry_count=MAX_SERVER_ERROR_RETRIES),
+    ]
 
 
 def retry_after_seconds(error: SlackApiError, default: float = 1.0) -> float:
@@ -118,9 +159,15 @@ class ReplyWriter:
             await self._post(fallback_text or self._pending or " ", blocks=blocks)
             self._pending = ""
             return
-        if self._pending:
-            await self._send(self._pending)
-            self._pending = ""
+        rest, self._pending = self._pending, ""
+        if rest:
+            try:
+                await self._send(rest)
+            except (SlackApiError, _NoBudget) as exc:
+                log.warning("slack could not deliver the rest of an answer (%s); apologising", _describe(exc))
+                self._pending = ""
+                await self._close_current()
+                await self._post(UNDELIVERED)  # if this fails too, the caller logs it
         await self._close_current(blocks=blocks)
 
     # ------------------------------------------------------------------ flusher
@@ -138,7 +185,15 @@ class ReplyWriter:
             if not self._pending:
                 continue
             chunk, self._pending = self._pending, ""
-            await self._send(chunk)
+            try:
+                await self._send(chunk)
+            except (SlackApiError, _NoBudget) as exc:
+                # Slack's own retries did not help: keep the rest for finish() to try again.
+                log.warning(
+                    "slack answer paused: a call failed (%s); the rest follows at the end",
+                    _describe(exc),
+                )
+                return
             # Coalesce: while we pause, new chunks pile up into one call. Pause longer when tight.
             method = "chat.appendStream" if self._streaming else "chat.update"
             budget = self._budgets.get(self._workspace, method, self._channel)
@@ -152,21 +207,28 @@ class ReplyWriter:
     # ------------------------------------------------------------------ sending
 
     async def _send(self, text: str) -> None:
-        """Append ``text`` to the conversation, opening new messages as needed."""
-        while text:
-            room = self._max_chars - len(self._sent) if self._ts is not None else self._max_chars
-            if len(text) > room:
-                head, rest = split_at_boundary(text, max(room, 1))
-                if self._ts is not None and room < self._max_chars // 4 and "\n" not in text[:room]:
-                    # Little room left and no good boundary: start the next message instead.
-                    head, rest = "", text
-            else:
-                head, rest = text, ""
-            if head:
-                await self._append(head)
-            if rest:
-                await self._close_current()
-            text = rest
+        """Append ``text`` to the conversation, opening new messages as needed.
+
+        When a call fails, the text not sent goes back in front of the pending text and the error is raised.
+        """
+        try:
+            while text:
+                room = self._max_chars - len(self._sent) if self._ts is not None else self._max_chars
+                if len(text) > room:
+                    head, rest = split_at_boundary(text, max(room, 1))
+                    if self._ts is not None and room < self._max_chars // 4 and "\n" not in text[:room]:
+                        # Little room left and no good boundary: start the next message instead.
+                        head, rest = "", text
+                else:
+                    head, rest = text, ""
+                if head:
+                    await self._append(head)
+                text = rest
+                if text:
+                    await self._close_current()
+        except BaseException:
+            self._pending = text + self._pending
+            raise
 
     async def _append(self, text: str) -> None:
         if self._ts is None:
@@ -330,6 +392,12 @@ def _with_text(text: str, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         head, rest = split_at_boundary(rest, 3000)
         sections.append({"type": "section", "text": {"type": "mrkdwn", "text": head}})
     return [*sections, *blocks]
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, SlackApiError):
+        return f"{_code(exc)}, HTTP {exc.response.status_code}"
+    return str(exc)
 
 
 def _code(exc: SlackApiError) -> str:

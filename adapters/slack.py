@@ -33,7 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters._slack_format import CHOICE_ACTION_PREFIX, AgentInfoLike, choice_blocks, help_blocks, help_text
 from adapters._slack_installs import installation_store as sqlite_installation_store
 from adapters._slack_pacing import BudgetRegistry, RateLimit
-from adapters._slack_reply import ReplyWriter
+from adapters._slack_reply import ReplyWriter, web_api_retry_handlers
 from flowagents import observability
 from flowagents.errors import ConfigurationError
 
@@ -183,7 +183,12 @@ class SlackChannel:
                 state_store=SQLite3OAuthStateStore(database=str(db), expiration_seconds=600),
             )
         self.app = AsyncApp(
-            client=AsyncWebClient(token=None if oauth else bot_token, base_url=self.api_url),
+            # bolt copies these retry handlers into the client it makes for each event.
+            client=AsyncWebClient(
+                token=None if oauth else bot_token,
+                base_url=self.api_url,
+                retry_handlers=web_api_retry_handlers(),
+            ),
             signing_secret=signing_secret or "",
             oauth_settings=oauth_settings,
             request_verification_enabled=self.mode == "http",

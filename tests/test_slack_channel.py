@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters._slack_pacing import BudgetRegistry, RateLimit
+from adapters._slack_reply import UNDELIVERED, ReplyWriter, web_api_retry_handlers
 from flowagents import AgentResult, AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
 from flowagents.testing.slack import FakeSlack, SlackTestBot, TierLimit
 
@@ -250,6 +253,65 @@ async def test_429_with_retry_after_is_survived_with_the_complete_text(
         await bot.settle(1, timeout=20)
     assert len(fast_fake.rate_limited_calls) == 2
     assert words(fast_fake.transcript(channel="DU1")) == words(LONG_ANSWER)
+
+
+@pytest.mark.parametrize(("status", "error"), [(500, "internal_error"), (200, "internal_error")])
+async def test_slack_server_error_on_a_post_is_retried_and_no_text_is_lost(
+    fast_fake: FakeSlack,
+    orchestrator: Orchestrator,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    error: str,
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    caplog.set_level(logging.WARNING, logger="adapters.slack")
+    fast_fake.force_error("chat.postMessage", error, status=status)
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, max_message_chars=1500) as bot:
+        await bot.dm("T1", user="U1", text="essay please")
+        await bot.settle(1, timeout=20)
+    assert [c.status for c in fast_fake.calls_to("chat.postMessage")][:2] == [status, 200]
+    assert not caplog.records  # retried at once: the answer never paused
+    assert words(fast_fake.transcript(channel="DU1")) == words(LONG_ANSWER)
+
+
+def dm_writer(fake: FakeSlack, bot_token: str) -> ReplyWriter:
+    """The channel's reply writer for a DM to U1, small messages, no pause between edits."""
+    client = AsyncWebClient(token=bot_token, base_url=fake.api_url, retry_handlers=web_api_retry_handlers())
+    limits = {m: RateLimit(lim.calls, lim.per_seconds) for m, lim in fake.limits.items()}
+    return ReplyWriter(
+        client,
+        BudgetRegistry(limits),
+        workspace="T1",
+        channel="DU1",
+        thread_ts=None,
+        recipient_team_id="T1",
+        recipient_user_id="U1",
+        native_streaming=False,
+        max_chars=60,
+        edit_interval=0.0,
+    )
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+async def test_post_that_keeps_failing_mid_answer_is_tried_again_at_the_end_then_apologised_for(
+    fast_fake: FakeSlack, failures: int
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    writer = dm_writer(fast_fake, ws.bot_token)
+    writer.feed("The first part of the answer.\n\n")
+    await fast_fake.wait_for(lambda: fast_fake.bot_messages(channel="DU1"))
+    # fatal_error is not retried by the client: the message that continues the answer is not posted.
+    fast_fake.force_error("chat.postMessage", "fatal_error", times=failures)
+    writer.feed("The second part, which has to go into a new message.\n\n")
+    await fast_fake.wait_for(lambda: any(c.status == 200 and not c.response["ok"] for c in fast_fake.calls))
+    writer.feed("The last part.")
+    await writer.finish()
+    texts = [m.text for m in fast_fake.bot_messages(channel="DU1")]
+    if failures == 1:  # the rest is delivered once the answer is complete
+        assert words("\n".join(texts)) == words(writer.text)
+    else:
+        assert texts[0].startswith("The first part of the answer.")
+        assert texts[-1] == UNDELIVERED
 
 
 async def test_native_stream_expiry_mid_answer_loses_no_text(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
 from adapters._slack_format import help_blocks, split_at_boundary, to_mrkdwn
 from adapters._slack_pacing import BudgetRegistry, CallBudget, RateLimit
+from adapters._slack_reply import web_api_retry_handlers
 from flowagents import AgentInfo
 
 
@@ -99,3 +103,29 @@ def test_registry_shares_budgets_per_workspace_and_method() -> None:
     assert registry.get("T1", "chat.update") is not registry.get("T2", "chat.update")
     assert registry.get("T1", "chat.postMessage", "C1") is not registry.get("T1", "chat.postMessage", "C2")
     assert registry.get("T1", "auth.test") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retried"),
+    [
+        (500, None, True),
+        (502, None, True),
+        (503, {"ok": False, "error": "service_unavailable"}, True),
+        (200, {"ok": False, "error": "internal_error"}, True),
+        (200, {"ok": False, "error": "service_unavailable"}, True),
+        (200, {"ok": False, "error": "fatal_error"}, False),  # "catastrophic": may have half happened
+        (200, {"ok": False, "error": "channel_not_found"}, False),
+        (429, {"ok": False, "error": "ratelimited"}, False),  # left to the writer's shared budgets
+        (200, {"ok": True}, False),
+    ],
+)
+async def test_web_api_client_retries_transient_slack_errors_only(
+    status: int, body: dict[str, object] | None, retried: bool
+) -> None:
+    request = HttpRequest(method="POST", url="https://slack.com/api/chat.postMessage", headers={})
+    response = HttpResponse(status_code=status, headers={}, body=body)
+    handlers = web_api_retry_handlers()
+    verdicts = [
+        await h.can_retry_async(state=RetryState(), request=request, response=response) for h in handlers
+    ]
+    assert any(verdicts) is retried

@@ -141,6 +141,7 @@ class FakeSlack:
         """Streams expire once they hold at least this many characters."""
         self.refuse_streams_with: str | None = None
         self._forced_429: dict[str, list[float]] = {}
+        self._forced_errors: dict[str, list[tuple[int, str]]] = {}
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -219,6 +220,12 @@ class FakeSlack:
     def force_rate_limit(self, method: str, *, retry_after: float = 1.0, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with HTTP 429 and ``Retry-After``."""
         self._forced_429.setdefault(method, []).extend([retry_after] * times)
+
+    def force_error(
+        self, method: str, error: str = "internal_error", *, status: int = 200, times: int = 1
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``ok: false``, ``error`` and HTTP ``status``."""
+        self._forced_errors.setdefault(method, []).extend([(status, error)] * times)
 
     def _rate_limited(self, method: str, team: str, channel: str) -> float | None:
         forced = self._forced_429.get(method)
@@ -618,7 +625,11 @@ class FakeSlack:
         token = self._token(request, params)
         ws = self._team_for(token)
         status, headers, body = 200, {}, self._dispatch(method, params, token, ws, request)
-        if body.get("error") not in ("invalid_auth", "not_authed"):
+        forced = self._forced_errors.get(method) if body.get("ok") else None
+        if forced:
+            status, error = forced.pop(0)
+            body = {"ok": False, "error": error}
+        elif body.get("error") not in ("invalid_auth", "not_authed"):
             retry_after = self._rate_limited(method, ws.team_id if ws else "", str(params.get("channel", "")))
             if retry_after is not None:
                 status, body = 429, {"ok": False, "error": "ratelimited"}

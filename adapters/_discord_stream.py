@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # Discord error codes that mean "this interaction token can no longer be used".
 TOKEN_GONE = {50027, 10015, 10062}
+FINAL_RETRY_DELAYS = (0.5, 1.5)
+"""Pauses before retrying the final text after a Discord server error (5xx)."""
 
 
 class TargetGone(Exception):
@@ -191,7 +193,16 @@ class StreamRenderer:
             self._final_extras["view"] = view
         if embeds:
             self._final_extras["embeds"] = embeds
-        await self._checked_sync(final=True)
+        for delay in (*FINAL_RETRY_DELAYS, None):
+            try:
+                await self._checked_sync(final=True)
+                return
+            except discord.DiscordServerError as exc:
+                # discord.py retries 429s and some 5xx itself, but its bot client not 503: retry briefly.
+                if delay is None:
+                    raise
+                log.warning("Discord answered %s to the final text; retrying in %.1fs.", exc.status, delay)
+                await asyncio.sleep(delay)
 
     async def _checked_sync(self, *, final: bool) -> None:
         """:meth:`_sync`, giving up for good after a client error (403, 404, 400) instead of repeating it.

@@ -12,6 +12,11 @@ from flowagents import AgentInfo
 MESSAGE_LIMIT = 2000
 """Discord's limit on the content of one message."""
 
+EMBED_LIMIT = 6000
+"""Discord's limit on the characters of a message's embeds (titles, descriptions, fields, footers)."""
+MAX_FIELDS = 25
+_NOTE_ROOM = 100  # kept free for the "more not listed" description
+
 APOLOGY = "Sorry, something went wrong while handling that. Please try again in a moment."
 NO_MATCH_INTRO = "I'm not sure how to help with that. Here is what I can do:"
 _MENTION = re.compile(r"<@!?(\d+)>")
@@ -51,18 +56,35 @@ def strip_mentions(content: str, bot_id: int) -> str:
 
 
 def help_embed(catalog: Sequence[AgentInfo], *, title: str = "What I can help with") -> discord.Embed:
-    """An embed listing each agent with its description and an example trigger (at most 25 agents)."""
+    """An embed listing each agent with its description and an example trigger.
+
+    Stays within Discord's embed limits: at most 25 fields and 6,000 characters in all, shortening the
+    descriptions to share the room and leaving out (and counting) the agents that still do not fit.
+    """
     embed = discord.Embed(title=title, colour=discord.Colour.blurple())
-    for info in list(catalog)[:25]:
-        example = info.example or (info.triggers[0] if info.triggers else None)
-        value = (info.description or "No description.")[:900]
-        if example:
-            value += f"\nTry: `/ask message: {example[:80]}`"
-        embed.add_field(name=info.name[:256], value=value, inline=False)
-    if not catalog:
-        embed.description = "No agents are configured yet."
     embed.set_footer(text="Ask with /ask, in a DM, or by mentioning me. /cancel stops the current task.")
+    agents = list(catalog)
+    if not agents:
+        embed.description = "No agents are configured yet."
+        return embed
+    share = (EMBED_LIMIT - _NOTE_ROOM - len(embed)) // min(len(agents), MAX_FIELDS)
+    for info in agents[:MAX_FIELDS]:
+        name = info.name[:256]
+        example = info.example or (info.triggers[0] if info.triggers else None)
+        tip = f"\nTry: `/ask message: {example[:80]}`" if example else ""
+        value = _clip(info.description or "No description.", min(900, share - len(name) - len(tip))) + tip
+        if len(embed) + len(name) + len(value) > EMBED_LIMIT - _NOTE_ROOM:
+            break
+        embed.add_field(name=name, value=value, inline=False)
+    left_out = len(agents) - len(embed.fields)
+    if left_out:
+        embed.description = f"{left_out} more not listed here (Discord limits the size of this list)."
     return embed
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (ending in an ellipsis when cut; at least the ellipsis)."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
 
 
 def too_long(length: int, limit: int) -> str:

@@ -92,6 +92,14 @@ async def _check_user(interaction: discord.Interaction[Any], user_id: int) -> bo
     return False
 
 
+def is_choice(custom_id: str) -> bool:
+    """True when ``custom_id`` is one of a :class:`ChoiceButton` or :class:`ChoiceSelect` (they answer it)."""
+    return any(
+        item.__discord_ui_compiled_template__.fullmatch(custom_id) is not None
+        for item in (ChoiceButton, ChoiceSelect)
+    )
+
+
 def choices_view(user_id: int, choices: Sequence[str] | None) -> discord.ui.View | None:
     """Buttons for up to 5 short choices, a select menu for up to 25, else None (the question lists them)."""
     if not choices:

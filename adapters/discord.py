@@ -24,7 +24,7 @@ from discord import app_commands
 from adapters._discord_pacer import EditPacer
 from adapters._discord_stream import ChannelTarget, InteractionTarget, StreamRenderer, Target
 from adapters._discord_text import APOLOGY, NO_MATCH_INTRO, help_embed, strip_mentions, too_long
-from adapters._discord_ui import ChoiceButton, ChoiceSelect, choices_view
+from adapters._discord_ui import ChoiceButton, ChoiceSelect, choices_view, is_choice
 from flowagents import observability
 from flowagents.errors import ConfigurationError
 
@@ -40,6 +40,7 @@ BAD_OPTIONS = (
     "That command's options didn't look right: `message` must be text. Use `/ask message: <your question>`."
 )
 DECLINED = "I can't take that request right now."
+STALE_COMPONENT = "This button or menu is no longer valid. Use `/ask` to continue."
 _FAILED = {"failed", "timed_out"}
 _ALREADY_ACKED = 40060
 _UNKNOWN_INTERACTION = 10062
@@ -92,6 +93,9 @@ class _Hooks:
 
     async def on_message(self, message: discord.Message) -> None:
         await self.flow._on_message(message)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        await self.flow._on_interaction(interaction)
 
     async def flow_choice_handler(self, interaction: discord.Interaction[Any], value: str) -> None:
         await self.flow._on_choice(interaction, value)
@@ -395,7 +399,7 @@ class DiscordChannel:
             else:
                 await interaction.response.send_message(text, ephemeral=True)
         except discord.HTTPException:
-            log.warning("Could not tell the user about a bad command.", exc_info=True)
+            log.warning("Could not send the user an ephemeral notice.", exc_info=True)
 
     async def _ask(self, interaction: discord.Interaction[Any], message: Any) -> None:
         if not isinstance(message, str):  # discord.py passes a mistyped option value through unchanged
@@ -416,6 +420,17 @@ class DiscordChannel:
             text, interaction.guild_id, interaction.channel_id, interaction.user.id, interaction.id
         )
         await self._run_interaction_turn(interaction, turn, received, acked=acked, deferred=True)
+
+    async def _on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """Answer clicks on components no ``DynamicItem`` handles (older versions, tampered custom ids)."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        data: Mapping[str, Any] = interaction.data or {}
+        custom_id = data.get("custom_id")
+        if isinstance(custom_id, str) and is_choice(custom_id):
+            return  # ChoiceButton / ChoiceSelect acknowledge it
+        log.info("Unknown component %r clicked; telling the user it is no longer valid.", custom_id)
+        await self._reply_ephemeral(interaction, STALE_COMPONENT)
 
     async def _on_choice(self, interaction: discord.Interaction[Any], value: str) -> None:
         received = asyncio.get_running_loop().time()
@@ -576,9 +591,9 @@ class DiscordChannel:
                 if kind == "duplicate":
                     log.info("Ignoring redelivered Discord event %s.", turn.delivery_id)
                     return True
-                if typing is not None and typing_cm is None:
-                    typing_cm = typing.typing()
-                    await typing_cm.__aenter__()
+                if typing is not None:
+                    typing_cm = await _start_typing(typing)
+                    typing = None  # one attempt per turn
                 if kind == "message_chunk":
                     renderer.append(event.content)
                 elif kind == "input_required":
@@ -630,6 +645,17 @@ class DiscordChannel:
             await renderer.finish(view=view, embeds=embeds or None)
         except Exception:
             log.exception("Could not deliver the answer for %s", turn.delivery_id)
+
+
+async def _start_typing(channel: discord.abc.Messageable) -> Any:
+    """``channel``'s typing indicator, entered; None when Discord refused it (it is only cosmetic)."""
+    typing_cm = channel.typing()
+    try:
+        await typing_cm.__aenter__()
+    except Exception as exc:
+        log.warning("Could not show the typing indicator (%r); answering without it.", exc)
+        return None
+    return typing_cm
 
 
 def _replies_to(message: discord.Message, user_id: int) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from adapters.discord import DEFAULT_DM_TENANT, DiscordChannel
 from flowagents import AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
 from flowagents.errors import ConfigurationError
+from flowagents.testing._discord_rest import Request, error
 from flowagents.testing.discord import FakeDiscord, FakeDiscordConfig, FakeGuild, FakeInteraction
 
 # Scaled-down budgets: the fake enforces them, the channel paces within them.
@@ -613,3 +614,85 @@ async def test_a_deleted_answer_message_is_posted_again(env: Env) -> None:
     fake.bot_messages(dm)[0].deleted = True  # a moderator removed it
     GATE["slow"].set()
     await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == ["First half. Second half."])
+
+
+def discord_fails(
+    fake: FakeDiscord,
+    method: str,
+    route: str,
+    status: int,
+    *,
+    when: Callable[[Request], bool] = lambda req: True,
+    times: int | None = None,
+) -> list[str]:
+    """Make the fake answer ``method`` requests to routes containing ``route`` (and matching ``when``) with
+    ``status``, ``times`` times or always, as Discord does on a bad minute; returns the failed paths."""
+    failed: list[str] = []
+    routes = fake.rest._routes
+    for i, (verb, pattern, handler) in enumerate(routes):
+        if verb != method or route not in pattern.pattern:
+            continue
+
+        async def flaky(req: Request, handler: Any = handler) -> Any:
+            if when(req) and (times is None or len(failed) < times):
+                failed.append(req.raw.path)
+                return error(status, 0, f"{status}: Discord is having a bad minute")
+            return await handler(req)
+
+        routes[i] = (verb, pattern, flaky)
+    return failed
+
+
+@pytest.mark.parametrize("status", [403, 503])
+async def test_answer_arrives_when_the_typing_indicator_fails(env: Env, status: int) -> None:
+    fake = env.fake
+    failed = discord_fails(fake, "POST", "/typing", status)
+    dm = fake.dm_channel_id(13)
+    await fake.user_message("book table", user_id=13)
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == ["How many guests?"])
+    await fake.user_message("2", user_id=13)
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)][-1:] == ["Which day?"])
+    assert len(failed) == 2  # tried once per message, then answered without it
+
+
+async def test_final_text_survives_discord_server_errors_on_the_last_edit(env: Env) -> None:
+    fake = env.fake
+    final = "Once upon a time there was a bot."
+    # Twice, so the final sync itself meets at least one 503 (discord.py's bot client does not retry 503s;
+    # interaction webhook edits it does retry).
+    failed = discord_fails(
+        fake,
+        "PATCH",
+        "/messages/",
+        503,
+        when=lambda r: (r.body or {}).get("content") == final,
+        times=2,
+    )
+    dm = fake.dm_channel_id(14)
+    await fake.user_message("tell story", user_id=14)
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == [final])
+    assert len(failed) == 2
+
+
+@pytest.mark.parametrize("stale", ["legacy:button:1", "fa:c:notanumber:Pizza", "fa:c:42:"])
+async def test_clicks_on_unknown_buttons_are_answered_once(env: Env, stale: str) -> None:
+    fake = env.fake
+    inter = await ask(env, "order lunch")
+    await fake.wait_for(
+        lambda: (
+            bool(fake.interaction_messages(inter)) and bool(fake.interaction_messages(inter)[-1].components)
+        )
+    )
+    question = fake.interaction_messages(inter)[-1]
+    pizza = question.components[0]["components"][0]
+    valid = pizza["custom_id"]
+    pizza["custom_id"] = stale  # a button from an older version of the bot (or a tampered one)
+    click = await fake.click(question, stale, user_id=42)
+    await fake.wait_for(lambda: click.acknowledged)
+    notice = fake.interaction_messages(click)[0]
+    assert "no longer valid" in notice.content and notice.flags & 64  # ephemeral
+    pizza["custom_id"] = valid
+    answer = await fake.click(question, valid, user_id=42)
+    await fake.wait_for(lambda: fake.final_text(answer).endswith("Ordered Pizza."))
+    await asyncio.sleep(0.1)  # room for a second acknowledgement, which must not come
+    assert click.callback_count == answer.callback_count == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters._discord_text import help_embed, split_pages, split_point, strip_mentions
+from adapters._discord_text import EMBED_LIMIT, help_embed, split_pages, split_point, strip_mentions
 from flowagents import AgentInfo
 
 
@@ -39,3 +39,30 @@ def test_help_embed_lists_agents_with_examples() -> None:
     assert field.name == "Booking" and "Books tables." in (field.value or "")
     assert "book table" in (field.value or "")
     assert help_embed([]).description == "No agents are configured yet."
+
+
+def _agents(count: int, *, name_len: int = 12, desc_len: int = 700) -> list[AgentInfo]:
+    return [
+        AgentInfo(
+            name=f"Agent{i}".ljust(name_len, "x"),
+            description=f"Agent {i} handles " + "requests " * desc_len,
+            triggers=[f"topic {i}"],
+            example=None,
+        )
+        for i in range(count)
+    ]
+
+
+def test_help_embed_shortens_descriptions_to_fit_discords_total_limit() -> None:
+    embed = help_embed(_agents(10))
+    assert len(embed) <= EMBED_LIMIT
+    assert [f.name for f in embed.fields] == [a.name for a in _agents(10)]
+    assert all("topic" in (f.value or "") and (f.value or "").count("…") == 1 for f in embed.fields)
+    assert embed.description is None  # nobody left out
+
+
+def test_help_embed_says_how_many_agents_it_left_out() -> None:
+    embed = help_embed(_agents(40, name_len=250))
+    assert len(embed) <= EMBED_LIMIT and len(embed.fields) <= 25
+    left_out = 40 - len(embed.fields)
+    assert left_out > 15 and f"{left_out} more not listed" in (embed.description or "")

@@ -40,6 +40,8 @@ BAD_OPTIONS = (
     "That command's options didn't look right: `message` must be text. Use `/ask message: <your question>`."
 )
 DECLINED = "I can't take that request right now."
+RECONNECT_DELAY = 1.0
+"""Seconds before a new gateway session after an event that could not be read (doubling, up to 60)."""
 STALE_COMPONENT = "This button or menu is no longer valid. Use `/ask` to continue."
 _FAILED = {"failed", "timed_out"}
 _ALREADY_ACKED = 40060
@@ -245,7 +247,7 @@ class DiscordChannel:
         self._start_error = None
         try:
             await self.client.login(self._token)
-            await self.client.connect(reconnect=True)
+            await self._connect()
         except discord.LoginFailure as exc:
             self._start_error = ConfigurationError("Discord rejected DISCORD_BOT_TOKEN; check the bot token.")
             raise self._start_error from exc
@@ -262,6 +264,23 @@ class DiscordChannel:
             self._ended.set()
             if not self.client.is_closed():
                 await self.client.close()
+
+    async def _connect(self) -> None:
+        """Run the gateway session until the client closes; a gateway event discord.py cannot parse (a
+        field missing from a payload) costs a new session after a pause, not the whole channel."""
+        delay = RECONNECT_DELAY
+        while True:
+            try:
+                await self.client.connect(reconnect=True)
+                return
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # raised by discord.py's parsers
+                if self.client.is_closed():
+                    raise
+                log.error("A Discord gateway event could not be read (%r); reconnecting in %.0fs", exc, delay)
+                if self.client.ws is not None:
+                    await self.client.ws.close(code=4000)  # a new session: the event is not replayed
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     async def wait_until_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait until the gateway session is ready; re-raises the error if :meth:`start` failed first."""

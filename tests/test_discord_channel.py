@@ -11,6 +11,7 @@ from typing import Any
 import discord
 import pytest
 
+from adapters import discord as discord_adapter
 from adapters.discord import DEFAULT_DM_TENANT, DiscordChannel
 from flowagents import AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
 from flowagents.errors import ConfigurationError
@@ -577,6 +578,26 @@ async def test_invalid_session_reidentifies_through_the_configured_gateway(env: 
     fake = env.fake
     fake.gateway.ready.clear()
     await fake.invalidate_session()
+    await fake.wait_until_ready()
+    assert fake.gateway.identifies == 2
+    inter = await ask(env, "tell story")
+    await fake.wait_for(lambda: fake.final_text(inter) == "Once upon a time there was a bot.")
+
+
+@pytest.mark.parametrize(
+    ("event", "data"),
+    [
+        ("MESSAGE_CREATE", {"id": "1", "channel_id": "2", "content": "hi"}),  # no "type"
+        ("INTERACTION_CREATE", {"id": "5", "type": 3, "token": "t", "application_id": "1", "version": 1}),
+    ],
+)
+async def test_a_gateway_event_discord_py_cannot_read_costs_a_new_session_not_the_channel(
+    env: Env, event: str, data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discord_adapter, "RECONNECT_DELAY", 0.05)
+    fake = env.fake
+    fake.gateway.ready.clear()
+    await fake.gateway.dispatch(env.guild.id, event, data)
     await fake.wait_until_ready()
     assert fake.gateway.identifies == 2
     inter = await ask(env, "tell story")

@@ -34,8 +34,10 @@ class MemoryStore(ConversationStore):
         if self._expired(record, time.time()):
             del self._records[key]
             return None
-        # A copy, as the other stores give: a turn that changes it and never saves (cancelled,
-        # abandoned) leaves the stored conversation as it was.
+        if record.status.is_terminal:  # a finished conversation is only read (a new one replaces it)
+            return record
+        # A copy of a live one, as the other stores give: a turn that changes it and never saves
+        # (cancelled, abandoned) leaves the stored conversation as it was.
         return ConversationRecord(
             record.agent,
             record.status,

@@ -186,13 +186,16 @@ class Slot:
 
     def validate_value(self, value: Any) -> Any:
         """Validate a value given in code or by an LLM, then apply the validator; raise InvalidAnswer."""
-        result = self.check_stored(value)
-        if self.validator is not None:
-            try:
-                result = self.validator(result)
-            except (ValueError, TypeError, AssertionError) as exc:
-                raise InvalidAnswer(str(exc) or "That answer is not valid.") from None
-        return result
+        return self._validated(self.check_stored(value))
+
+    def _validated(self, value: Any) -> Any:
+        """`value` through the field's validator, if any."""
+        if self.validator is None:
+            return value
+        try:
+            return self.validator(value)
+        except (ValueError, TypeError, AssertionError) as exc:
+            raise InvalidAnswer(str(exc) or "That answer is not valid.") from None
 
     def check_stored(self, value: Any) -> Any:
         """A value kept from an earlier turn, checked against the type and choices (not the validator,
@@ -213,6 +216,8 @@ class Slot:
         text = text.strip()
         if not text:
             raise InvalidAnswer("I didn't catch an answer.")
+        if self.type is str and self.choices is None:  # free text: the answer is the value
+            return self._validated(text)
         if self.choices is not None:
             labels = self.choice_labels or []
             lowered = text.lower()

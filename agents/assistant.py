@@ -21,6 +21,7 @@ SYSTEM_PROMPT = (
     "know, say so."
 )
 MAX_QUESTION_CHARS = 4000
+NO_ANSWER = "Sorry, I have no answer to that. Could you rephrase the question?"
 
 
 @flowagent(
@@ -47,6 +48,11 @@ class AssistantAgent(StandardAgent):
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": msg[:MAX_QUESTION_CHARS]},
         ]
-        # LLM errors propagate: the orchestrator turns them into a polite failed reply (code "llm_error").
+        # LLM errors (refused, filtered, cut off, unavailable...) propagate: the orchestrator turns them into
+        # a polite failed reply (code "llm_error").
+        answered = False
         async for chunk in self.llm.stream(messages, tenant_id=self.context.get("tenant_id")):
+            answered = answered or bool(chunk.strip())
             yield chunk
+        if not answered:  # an empty reply would post nothing at all
+            yield NO_ANSWER

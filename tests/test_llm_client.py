@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
@@ -20,9 +22,9 @@ from flowagents.llm import (
     LLMUnavailableError,
     llm_tenant,
 )
-from flowagents.llm.base import ChatMessage
+from flowagents.llm.base import ChatMessage, current_tenant
 from flowagents.llm.openai import client_from_env
-from flowagents.testing.openai import Fail, FakeOpenAI, Reply, ToolCall
+from flowagents.testing.openai import Fail, FakeOpenAI, Raw, Reply, ToolCall
 
 
 @pytest.fixture
@@ -162,6 +164,169 @@ async def test_other_client_errors_say_what_to_check(fake_openai: FakeOpenAI) ->
     fake_openai.script(Fail(404))
     with pytest.raises(LLMError, match="OPENAI_MODEL"):
         await llm.complete(HI)
+    await llm.close()
+
+
+def completion(message: Any, usage: Any = None) -> dict[str, Any]:
+    """A chat completion body as a (possibly misbehaving) server sends it."""
+    body = {"id": "c", "object": "chat.completion", "created": 0, "model": "m"}
+    body["choices"] = [{"index": 0, "message": message, "finish_reason": "stop"}]
+    return body | ({"usage": usage} if usage is not None else {})
+
+
+HTML_PAGE = Raw("<html><body>Open WebUI</body></html>", content_type="text/html")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        HTML_PAGE,  # OPENAI_BASE_URL pointing at a web UI
+        Raw({"data": []}),  # another API
+        Raw(completion(None)),
+        Raw(completion({"role": "assistant", "content": ["a", "b"]})),
+        Raw(completion({"role": "assistant", "content": "hi"}, usage={"prompt_tokens": "n/a"})),
+        Raw(completion({"role": "assistant", "content": "hi"}, usage=[1, 2])),
+    ],
+    ids=["html", "not-a-completion", "null-message", "content-list", "junk-usage", "usage-list"],
+)
+async def test_answers_that_are_not_chat_completions_are_response_errors(
+    fake_openai: FakeOpenAI, answer: Raw
+) -> None:
+    llm = fake_openai.client()
+    fake_openai.script(answer, answer)
+    with pytest.raises(LLMResponseError, match="OPENAI_BASE_URL"):
+        await llm.complete(HI, tenant_id="T1")
+    with pytest.raises(LLMResponseError, match="OPENAI_BASE_URL"):
+        await llm.structured(HI, Weather, tenant_id="T1")
+    usage = llm.usage.for_tenant("T1")
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens  # never half-counted
+    await llm.close()
+
+
+async def test_streams_that_are_not_chat_completion_chunks_are_response_errors(
+    fake_openai: FakeOpenAI,
+) -> None:
+    llm = fake_openai.client()
+    sse = "".join(
+        "data: " + json.dumps(chunk) + "\n\n"
+        for chunk in (
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": "Hi"}}],
+            },
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": [1]}}],
+            },
+        )
+    )
+    fake_openai.script(
+        HTML_PAGE,
+        Raw(completion({"role": "assistant", "content": "hi"})),
+        Raw(sse, content_type="text/event-stream"),
+    )
+    with pytest.raises(LLMResponseError, match="text/html"):  # not silently an empty answer
+        _ = [c async for c in llm.stream(HI)]
+    with pytest.raises(LLMResponseError, match="application/json"):  # the server ignored stream=True
+        _ = [c async for c in llm.stream(HI)]
+    received: list[str] = []
+    with pytest.raises(LLMResponseError, match="not text"):
+        async for chunk in llm.stream(HI):
+            received.append(chunk)
+    assert received == ["Hi"]
+    await llm.close()
+
+
+async def test_a_streams_junk_usage_is_estimated_from_its_chunks(fake_openai: FakeOpenAI) -> None:
+    llm = fake_openai.client()
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": "Hi"}}],
+    }
+    last = {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": "n/a"}}
+    fake_openai.script(
+        Raw(f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(last)}\n\n", content_type="text/event-stream")
+    )
+    assert [c async for c in llm.stream(HI, tenant_id="T1")] == ["Hi"]  # the answer was delivered
+    usage = llm.usage.for_tenant("T1")
+    assert (usage.calls, usage.completion_tokens, usage.interrupted_calls) == (1, 1, 0)
+    await llm.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (Reply("The three steps are: first, ope", finish_reason="length"), "cut off"),
+        (Reply(None, finish_reason="content_filter"), "content filter"),
+        (Reply("I can't help with that", refusal="I can't help with that"), "refused"),
+    ],
+    ids=["cut-off", "filtered", "refused"],
+)
+async def test_cut_off_filtered_and_refused_answers_are_errors_in_complete_and_stream(
+    fake_openai: FakeOpenAI, answer: Reply, message: str
+) -> None:
+    llm = fake_openai.client()
+    fake_openai.script(answer, answer)
+    with pytest.raises(LLMResponseError, match=message) as completed:
+        await llm.complete(HI)
+    received: list[str] = []
+    with pytest.raises(LLMResponseError, match=message) as streamed:
+        async for chunk in llm.stream(HI, tenant_id="T1"):
+            received.append(chunk)
+    assert str(streamed.value) == str(completed.value)
+    assert "".join(received) == (answer.text or "")  # what came before the verdict was shown as it came
+    assert llm.usage.for_tenant("T1").interrupted_calls == 0  # the whole answer was read and billed
+    await llm.close()
+
+
+async def test_credentials_in_base_url_are_never_shown(fake_openai: FakeOpenAI) -> None:
+    port = fake_openai.base_url.split(":")[2].split("/")[0]
+    fake_openai.api_key = None  # httpx sends the URL's credentials as basic auth
+    url = fake_openai.base_url.replace("http://", "http://proxy:gw-SECRET@")
+    llm = OpenAIClient(api_key="sk-test", base_url=url, max_retries=0, timeout=2)
+    fake_openai.script(Fail(500))
+    with pytest.raises(LLMUnavailableError) as info:
+        await llm.complete(HI)
+    assert f"127.0.0.1:{port}" in str(info.value) and f"127.0.0.1:{port}" in repr(llm)
+    assert "SECRET" not in str(info.value) and "SECRET" not in repr(llm)
+    await llm.close()
+    query = OpenAIClient(api_key="sk-test", model="m", base_url="https://gw.example:8443/v1?api-key=q-SECRET")
+    assert repr(query) == "OpenAIClient(model='m', server='gw.example:8443')"
+
+
+def test_llm_tenant_can_be_reused_and_nested() -> None:
+    acme = llm_tenant("acme")
+    with acme:
+        with llm_tenant("globex"), acme:
+            assert current_tenant.get() == "acme"
+        assert current_tenant.get() == "acme"
+    assert current_tenant.get() is None
+
+
+async def test_one_llm_tenant_is_shared_by_concurrent_tasks(fake_openai: FakeOpenAI) -> None:
+    llm = fake_openai.client()
+    acme = llm_tenant("acme")
+    entered = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def first() -> None:
+        async with acme:
+            entered.set()
+            await leave.wait()  # the second task enters meanwhile, and leaves first
+            await llm.complete(HI)
+
+    async def second() -> None:
+        await entered.wait()
+        async with acme:
+            await llm.complete(HI)
+        leave.set()
+        assert current_tenant.get() is None
+
+    await asyncio.gather(first(), second())
+    assert llm.usage.for_tenant("acme").calls == 2 and UNATTRIBUTED not in llm.usage.by_tenant()
     await llm.close()
 
 

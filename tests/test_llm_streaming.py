@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents.assistant import AssistantAgent
+from agents.assistant import NO_ANSWER, AssistantAgent
 from flowagents import (
     AgentStatus,
     ErrorEvent,
@@ -20,6 +20,8 @@ from flowagents import (
     flowagent,
 )
 from flowagents.testing.openai import Fail, FakeOpenAI, Reply
+
+POLITE_FAILURE = "Sorry, something went wrong while handling that. Please try again."
 
 
 @flowagent(triggers=["slow story"], name="StreamSlowStory", timeout=0.5)
@@ -134,9 +136,29 @@ async def test_llm_errors_become_a_polite_failed_reply(fake: FakeOpenAI, failure
     assert isinstance(result, ResultEvent)
     assert result.result.status is AgentStatus.FAILED and result.result.error is not None
     assert result.result.error.startswith("LLM")
-    assert result.result.raw_message == "Sorry, something went wrong while handling that. Please try again."
+    assert result.result.raw_message == POLITE_FAILURE
     follow_up = await orch.process("hello there", tenant_id="T1", user_id="u")  # the conversation goes on
     assert follow_up.processed
+    await orch.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "reply", "status"),
+    [
+        (Reply(chunks=[]), NO_ANSWER, AgentStatus.COMPLETED),
+        (Reply(chunks=[" ", "\n"]), NO_ANSWER, AgentStatus.COMPLETED),
+        (Reply(chunks=[], finish_reason="content_filter"), POLITE_FAILURE, AgentStatus.FAILED),
+        (Reply(chunks=[], refusal="I can't help with that"), POLITE_FAILURE, AgentStatus.FAILED),
+    ],
+    ids=["empty", "blank", "content-filter", "refusal"],
+)
+async def test_the_assistant_never_answers_with_an_empty_reply(
+    fake: FakeOpenAI, answer: Reply, reply: str, status: AgentStatus
+) -> None:
+    orch = orchestrator(fake)
+    fake.script(answer)
+    result = await orch.process("what is love?", tenant_id="T1", user_id="u")
+    assert result.status is status and result.raw_message.strip().endswith(reply)
     await orch.close()
 
 

@@ -35,10 +35,11 @@ class LLMUsage(BaseModel):
 
     def add(self, prompt: int, completion: int, *, interrupted: bool = False) -> None:
         """Count one call."""
+        total = prompt + completion  # first: bad counts raise before anything is changed
         self.calls += 1
         self.prompt_tokens += prompt
         self.completion_tokens += completion
-        self.total_tokens += prompt + completion
+        self.total_tokens += total
         if interrupted:
             self.interrupted_calls += 1
 
@@ -92,22 +93,33 @@ current_tenant: ContextVar[str | None] = ContextVar("flowagents_llm_tenant", def
 """The tenant LLM calls are billed to when they pass no `tenant_id` (the orchestrator sets it per turn)."""
 
 
+_tenant_tokens: ContextVar[tuple[Token[str | None], ...]] = ContextVar(
+    "flowagents_llm_tenant_tokens", default=()
+)
+"""The `current_tenant` tokens of the `llm_tenant` blocks open in this context, innermost last."""
+
+
 class llm_tenant:
-    """Bill LLM calls made inside this block (sync or async `with`) to `tenant_id`."""
+    """Bill LLM calls made inside this block (sync or async `with`) to `tenant_id`.
+
+    One instance may be reused, nested and shared by concurrent tasks: each entry keeps its own token in
+    the current context, and leaving restores the tenant seen on entry.
+    """
 
     def __init__(self, tenant_id: str | None) -> None:
         self.tenant_id = tenant_id
-        self._token: Token[str | None] | None = None
 
     def __enter__(self) -> None:
-        self._token = current_tenant.set(self.tenant_id)
+        token = current_tenant.set(self.tenant_id)
+        _tenant_tokens.set((*_tenant_tokens.get(), token))
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._token is not None:
-            current_tenant.reset(self._token)
-            self._token = None
+        tokens = _tenant_tokens.get()
+        if tokens:
+            _tenant_tokens.set(tokens[:-1])
+            current_tenant.reset(tokens[-1])
 
     async def __aenter__(self) -> None:
         self.__enter__()

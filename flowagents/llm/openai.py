@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import openai
 import pydantic
+from openai.types.chat.chat_completion_chunk import ChatCompletionChunk, Choice, ChoiceDelta
 
 from flowagents.errors import ConfigurationError, LLMError
 from flowagents.llm.base import ChatMessage, M, UsageLedger, resolve_tenant
@@ -73,7 +74,7 @@ class OpenAIClient:
             default_headers=default_headers,
         )
         """The underlying `openai.AsyncOpenAI`, for calls this class does not wrap (usage is not recorded)."""
-        self._server = urlsplit(str(self.openai.base_url)).netloc or str(self.openai.base_url)
+        self._server = _host(str(self.openai.base_url))
 
     def __repr__(self) -> str:
         return f"OpenAIClient(model={self.model!r}, server={self._server!r})"
@@ -83,22 +84,20 @@ class OpenAIClient:
     async def complete(
         self, messages: Sequence[ChatMessage], *, tenant_id: str | None = None, **options: Any
     ) -> str:
-        """The model's whole answer as text (empty if it answered only with tool calls)."""
+        """The model's whole answer as text (empty if it answered only with tool calls).
+
+        Raises `LLMResponseError` when the answer is not a chat completion, was refused, cut off at the token
+        limit or withheld by a content filter.
+        """
         tenant = resolve_tenant(tenant_id)
         model = options.pop("model", self.model)
         with self._errors():
-            response = await self.openai.chat.completions.create(
+            raw = await self.openai.chat.completions.with_raw_response.create(
                 model=model,
                 messages=_wire(messages),
                 **options,
             )
-        self._record(tenant, response.usage)
-        if not response.choices:
-            raise LLMResponseError(f"The model at {self._server} returned no answer (empty choices).")
-        message = response.choices[0].message
-        if message.refusal:
-            raise LLMResponseError(f"The model refused to answer: {message.refusal[:200]}")
-        return message.content or ""
+        return self._answer(tenant, raw.http_response) or ""
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, tenant_id: str | None = None, **options: Any
@@ -106,15 +105,19 @@ class OpenAIClient:
         """The answer as text chunks, each yielded as soon as it arrives.
 
         Closing this generator, cancelling the task that reads it or a timeout around it closes the HTTP
-        response at once, so the server stops generating.
+        response at once, so the server stops generating. Raises `LLMResponseError` (after the text received)
+        when the answer was refused, cut off or filtered, or the server sent no chat completion chunks.
         """
         tenant = resolve_tenant(tenant_id)
         model = options.pop("model", self.model)
         if self.stream_usage:
             options.setdefault("stream_options", {"include_usage": True})
         received = 0
+        seen = 0
         finished = False
         usage: Any = None
+        refusal = ""
+        finish_reason: Any = None
         with self._errors():
             stream: Any = await self.openai.chat.completions.create(
                 model=model,
@@ -124,20 +127,38 @@ class OpenAIClient:
             )
             try:
                 async for chunk in stream:
+                    if not isinstance(chunk, ChatCompletionChunk):
+                        raise self._malformed("a stream chunk that is not a chat completion chunk")
+                    seen += 1
                     if chunk.usage is not None:
                         usage = chunk.usage
                     if not chunk.choices:
                         continue
-                    choice = chunk.choices[0]
-                    text = choice.delta.content if choice.delta is not None else None
+                    choice = chunk.choices[0] if isinstance(chunk.choices, list) else None
+                    if not isinstance(choice, Choice):
+                        raise self._malformed("a stream chunk without a proper choice")
+                    finish_reason = choice.finish_reason or finish_reason
+                    delta = choice.delta
+                    if delta is None:
+                        continue
+                    if not isinstance(delta, ChoiceDelta) or not isinstance(delta.content, str | None):
+                        raise self._malformed("a stream chunk whose delta is not text")
+                    if isinstance(delta.refusal, str):
+                        refusal += delta.refusal
+                    text = delta.content
                     if text:
                         received += 1
                         yield text
                 finished = True
+                if not seen:
+                    kind = stream.response.headers.get("content-type", "no Content-Type")
+                    raise self._malformed(f"no stream of chat completion chunks ({kind})")
+                _check_answer(refusal or None, finish_reason)
             finally:
                 await stream.close()
-                if usage is not None:
-                    self._record(tenant, usage)
+                counts = self._stream_counts(usage)
+                if counts is not None:
+                    self.usage.record(tenant, *counts)
                 else:
                     self.usage.record(tenant, 0, received, interrupted=not finished)
 
@@ -162,16 +183,10 @@ class OpenAIClient:
                 response_format=schema,
                 **options,
             )
-            self._record_json(tenant, raw.http_response)
-            completion = raw.parse()
-        if not completion.choices:
-            raise LLMResponseError(f"The model at {self._server} returned no answer (empty choices).")
-        message = completion.choices[0].message
-        if message.refusal:
-            raise LLMResponseError(f"The model refused to answer: {message.refusal[:200]}")
-        if message.parsed is None:
-            raise LLMResponseError(f"The model's answer was not a {schema.__name__} (no JSON content).")
-        return message.parsed
+            text = self._answer(tenant, raw.http_response)
+            if text is None:
+                raise LLMResponseError(f"The model's answer was not a {schema.__name__} (no JSON content).")
+            return schema.model_validate_json(text)
 
     async def close(self) -> None:
         """Close the HTTP connections."""
@@ -179,19 +194,64 @@ class OpenAIClient:
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _record(self, tenant: str | None, usage: Any) -> None:
-        if usage is None:
-            self.usage.record(tenant, 0, 0)
-        else:
-            self.usage.record(tenant, usage.prompt_tokens or 0, usage.completion_tokens or 0)
-
-    def _record_json(self, tenant: str | None, http_response: Any) -> None:
+    def _answer(self, tenant: str | None, http_response: Any) -> str | None:
+        """The text of a (non-streamed) chat completion, its usage recorded first (an unusable answer
+        is paid for too). Raises `LLMResponseError` when the body is not a usable chat completion."""
         try:
-            usage = http_response.json().get("usage") or {}
-        except (ValueError, AttributeError):
-            usage = {}
-        self.usage.record(
-            tenant, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            data = http_response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            kind = http_response.headers.get("content-type", "no Content-Type")
+            raise self._malformed(f"something that is not a chat completion ({kind})")
+        usage = data.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            raise self._malformed("a malformed usage block")
+        self.usage.record(tenant, *self._counts(usage or {}))
+        choices = data.get("choices")
+        if not isinstance(choices, list):
+            raise self._malformed("a completion without choices")
+        if not choices:
+            raise LLMResponseError(f"The model at {self._server} returned no answer (empty choices).")
+        choice = choices[0]
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise self._malformed("a choice without a message")
+        content, refusal = message.get("content"), message.get("refusal")
+        if not isinstance(content, str | None) or not isinstance(refusal, str | None):
+            raise self._malformed("a message whose content is not text")
+        _check_answer(refusal, choice.get("finish_reason"))
+        return content
+
+    def _counts(self, usage: Any) -> tuple[int, int]:
+        """Prompt and completion tokens of a usage block (a dict or openai's object; missing counts are 0)."""
+        counts = []
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if value is None:
+                value = 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise self._malformed(f"a malformed usage block ({name} {value!r:.20})")
+            counts.append(value)
+        return counts[0], counts[1]
+
+    def _stream_counts(self, usage: Any) -> tuple[int, int] | None:
+        """A stream's reported usage, or None (estimate instead): its text was already delivered, so a
+        malformed usage block is logged rather than raised."""
+        if usage is None:
+            return None
+        try:
+            return self._counts(usage)
+        except LLMResponseError as exc:
+            log.warning("%s Counting the stream's chunks instead.", exc)
+            return None
+
+    def _malformed(self, what: str) -> LLMResponseError:
+        return LLMResponseError(
+            f"The LLM server at {self._server} answered with {what}. Check that OPENAI_BASE_URL is the "
+            "server's OpenAI-compatible API (usually ending in /v1), not a web page or another API."
         )
 
     @contextmanager
@@ -235,8 +295,6 @@ class OpenAIClient:
                 f"The LLM server at {server} refused the request (HTTP {exc.status_code}: "
                 f"{_server_message(exc)}). Check the model name (OPENAI_MODEL={self.model}) and options."
             ) from exc
-        except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
-            raise LLMResponseError(f"The model's answer was cut off or filtered: {exc}") from exc
         except (openai.APIResponseValidationError, pydantic.ValidationError, json.JSONDecodeError) as exc:
             raise LLMResponseError(
                 f"The model at {server} answered in an unexpected shape ({type(exc).__name__}); "
@@ -244,6 +302,34 @@ class OpenAIClient:
             ) from exc
         except openai.OpenAIError as exc:
             raise LLMError(f"The LLM call failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_answer(refusal: str | None, finish_reason: Any) -> None:
+    """Raise `LLMResponseError` for an answer that was refused, cut off or filtered."""
+    if refusal:
+        raise LLMResponseError(f"The model refused to answer: {refusal[:200]}")
+    if finish_reason == "length":
+        raise LLMResponseError(
+            "The model's answer was cut off at its token limit (finish_reason length): "
+            "raise max_tokens or ask for a shorter answer."
+        )
+    if finish_reason == "content_filter":
+        raise LLMResponseError(
+            "The model's answer was withheld by the provider's content filter (finish_reason content_filter)."
+        )
+
+
+def _host(url: str) -> str:
+    """host[:port] of a URL, without credentials, path or query (error messages may be logged)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "the configured base_url"
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port is not None else host
 
 
 def _wire(messages: Sequence[ChatMessage]) -> Any:

@@ -19,9 +19,9 @@ Point the client at it with ``base_url``; nothing is mocked::
         assert await llm.complete([{"role": "user", "content": "hi"}]) == "Hello!"
 
 Scripted answers are consumed one per chat request, in order; when the script is empty, `default`
-answers (a `Reply`, a `Fail`, a string, or a callable that sees the `ChatRequest`). Every request is
-recorded in `requests`. `streams_closed_by_client` counts streams the client closed before the end, and
-`stream_closed` is set when that happens.
+answers (a `Reply`, a `Fail`, a `Raw` body, a string, or a callable that sees the `ChatRequest`).
+Every request is recorded in `requests`. `streams_closed_by_client` counts streams the client closed
+before the end, and `stream_closed` is set when that happens.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ __all__ = [
     "ChatRequest",
     "Fail",
     "FakeOpenAI",
+    "Raw",
     "Reply",
     "ToolCall",
     "fake_openai",
@@ -127,7 +128,17 @@ class Fail:
     delay: float = 0.0
 
 
-Answer: TypeAlias = "Reply | Fail | str | dict[str, Any] | BaseModel"
+@dataclass
+class Raw:
+    """An answer sent exactly as given, for servers that misbehave: an HTML page, a body that is not a chat
+    completion, hand-written SSE (`content_type="text/event-stream"`). A dict or list body is sent as JSON."""
+
+    body: str | bytes | dict[str, Any] | list[Any]
+    status: int = 200
+    content_type: str = "application/json"
+
+
+Answer: TypeAlias = "Reply | Fail | Raw | str | dict[str, Any] | BaseModel"
 Responder: TypeAlias = "Answer | Callable[[ChatRequest], Answer | Awaitable[Answer]]"
 
 
@@ -337,23 +348,32 @@ class FakeOpenAI:
             if answer.delay:
                 await asyncio.sleep(answer.delay)
             return _error(answer.status, answer.message, answer.retry_after)
+        if isinstance(answer, Raw):
+            body = answer.body
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+            return web.Response(
+                status=answer.status,
+                body=body.encode() if isinstance(body, str) else body,
+                headers={"Content-Type": answer.content_type},
+            )
         if answer.delay:
             await asyncio.sleep(answer.delay)
         if recorded.stream:
             return await self._stream(request, recorded, answer)
         return web.json_response(self._completion(recorded, answer))
 
-    async def _resolve(self, responder: Responder, request: ChatRequest) -> Reply | Fail:
+    async def _resolve(self, responder: Responder, request: ChatRequest) -> Reply | Fail | Raw:
         answer: Any = responder
-        if callable(responder) and not isinstance(responder, (Reply, Fail, BaseModel)):
+        if callable(responder) and not isinstance(responder, (Reply, Fail, Raw, BaseModel)):
             answer = responder(request)
             if inspect.isawaitable(answer):
                 answer = await answer
-        if isinstance(answer, (Reply, Fail)):
+        if isinstance(answer, (Reply, Fail, Raw)):
             return answer
         if isinstance(answer, (str, dict, BaseModel)):
             return Reply(answer)
-        raise TypeError(f"a FakeOpenAI answer must be a Reply, Fail, str, dict or model, not {answer!r}")
+        raise TypeError(f"a FakeOpenAI answer must be a Reply, Fail, Raw, str, dict or model, not {answer!r}")
 
     def _usage(self, request: ChatRequest, answer: Reply, completion: int) -> dict[str, Any]:
         prompt = answer.prompt_tokens

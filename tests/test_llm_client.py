@@ -412,6 +412,9 @@ def test_circuit_breaker_pauses_then_probes() -> None:
     breaker.failure(LLMResponseError("bad json"))
     breaker.failure(LLMResponseError("bad json"))
     assert breaker.allow()  # malformed answers mean the server is up
+    breaker.failure(LLMError("HTTP 400: maximum context length exceeded"))
+    breaker.failure(LLMError("HTTP 404: unknown model"))
+    assert breaker.allow()  # requests the server refused: it is up, the requests were wrong
     breaker.failure(LLMAuthError("wrong key"))
     now[0] = 60.0
     assert not breaker.allow()  # a wrong key pauses for the longest cooldown at once

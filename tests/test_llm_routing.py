@@ -186,6 +186,25 @@ async def test_a_dead_llm_is_not_called_on_every_message(fake: FakeOpenAI) -> No
     await orch.close()
 
 
+async def test_one_users_refused_requests_do_not_pause_llm_routing_for_everyone(fake: FakeOpenAI) -> None:
+    orch = make(fake)
+
+    def small_context(request: ChatRequest) -> Any:
+        if len(request.user_text) > 5000:
+            return Fail(400, message="This model's maximum context length is 4096 tokens.")
+        return choose(request)
+
+    fake.default = small_context
+    huge = "please look at this log: " + "x " * 5000
+    for _ in range(3):
+        event, _ = await run(orch, huge, user="noisy")
+        assert event.fallback == "trigger"  # the refused request still falls back to triggers
+    event, result = await run(orch, "we want dinner for two tonight", tenant="acme", user="u2")
+    assert (event.agent, event.fallback) == ("RouteBooking", None)  # the model was still asked
+    assert len(fake.chat_requests) == 4 and result.raw_message == "Booked!"
+    await orch.close()
+
+
 async def test_hybrid_uses_triggers_first_and_counts_saved_calls(fake: FakeOpenAI) -> None:
     router = HybridRouter(fake.client(), semantic=False)  # triggers then the model, no semantic stage
     orch = Orchestrator(

@@ -8,14 +8,23 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from flowagents.llm.errors import LLMAuthError, LLMResponseError
+from flowagents.errors import LLMError
+from flowagents.llm.errors import (
+    LLMAuthError,
+    LLMRateLimitError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+)
+
+_OUTAGES = (LLMTimeoutError, LLMUnavailableError, LLMRateLimitError, LLMAuthError)
 
 
 class CircuitBreaker:
     """Closed until `failures` consecutive failures, then open for `cooldown` seconds (doubling on each
     failed probe, up to `max_cooldown`). A wrong key opens it at once for `max_cooldown`: it will not fix
-    itself. While open, `allow()` is False; after the cooldown one probe call is allowed. Malformed answers
-    do not count as failures."""
+    itself. While open, `allow()` is False; after the cooldown one probe call is allowed. Only outages count
+    (timeouts, unreachable server, 5xx, 429, a wrong key); an answer the server gave quickly does not (a
+    malformed answer, or a request it refused, e.g. a message too long for the model's context)."""
 
     def __init__(
         self,
@@ -60,9 +69,10 @@ class CircuitBreaker:
     def failure(self, exc: BaseException | None = None) -> None:
         """The call failed: count it, and open the circuit when due.
 
-        A malformed answer (`LLMResponseError`) does not count: the server is up and answered quickly.
+        An `LLMError` other than a timeout, unavailable, rate-limit or auth error does not count: the server
+        is up and answered (a malformed answer, or a 4xx refusal of this one request). Other exceptions do.
         """
-        if isinstance(exc, LLMResponseError):
+        if isinstance(exc, LLMError) and not isinstance(exc, _OUTAGES):
             self._probe_since = None
             return
         self._consecutive += 1

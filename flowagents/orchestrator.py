@@ -17,7 +17,7 @@ from flowagents._deadlines import Deadlines
 from flowagents._inline import run_inline
 from flowagents._trusted import trusted
 from flowagents.agent import AgentSpec, StandardAgent, registered_agents, spec_of
-from flowagents.errors import ConfigurationError, FlowAgentsError, StoreError
+from flowagents.errors import ConfigurationError, LLMError, StoreError
 from flowagents.events import (
     DuplicateEvent,
     ErrorEvent,
@@ -872,10 +872,8 @@ class Orchestrator:
                 turn.sink(ErrorEvent(message=text, code="timeout"))
             turn.say(text)
             return AgentResult(status=AgentStatus.TIMED_OUT, agent_name=spec.name, error="TimeoutError")
-        except FlowAgentsError as exc:
-            return self._agent_failed(
-                spec, exc, turn, "llm_error" if "LLM" in type(exc).__name__ else "agent_failed"
-            )
+        except LLMError as exc:
+            return self._agent_failed(spec, exc, turn, "llm_error")
         except Exception as exc:
             return self._agent_failed(spec, exc, turn, "agent_failed")
         finally:

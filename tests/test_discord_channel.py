@@ -212,7 +212,8 @@ async def test_dm_slot_filling_over_several_messages(env: Env) -> None:
     assert fake.calls_to("POST", f"/channels/{dm}/typing"), "typing indicator while the agent works"
 
 
-async def test_choices_field_answered_by_a_button(env: Env) -> None:
+async def lunch_question(env: Env) -> Any:
+    """Ask for lunch through /ask and return the question message once its buttons are there."""
     fake = env.fake
     inter = await ask(env, "order lunch")
     await fake.wait_for(
@@ -220,7 +221,12 @@ async def test_choices_field_answered_by_a_button(env: Env) -> None:
             bool(fake.interaction_messages(inter)) and bool(fake.interaction_messages(inter)[-1].components)
         )
     )
-    question = fake.interaction_messages(inter)[-1]
+    return fake.interaction_messages(inter)[-1]
+
+
+async def test_choices_field_answered_by_a_button(env: Env) -> None:
+    fake = env.fake
+    question = await lunch_question(env)
     assert question.content == "Which dish?"
     labels = [c["label"] for row in question.components for c in row["components"]]
     assert labels == ["Pizza", "Salad", "Soup"]
@@ -698,13 +704,7 @@ async def test_final_text_survives_discord_server_errors_on_the_last_edit(env: E
 @pytest.mark.parametrize("stale", ["legacy:button:1", "fa:c:notanumber:Pizza", "fa:c:42:"])
 async def test_clicks_on_unknown_buttons_are_answered_once(env: Env, stale: str) -> None:
     fake = env.fake
-    inter = await ask(env, "order lunch")
-    await fake.wait_for(
-        lambda: (
-            bool(fake.interaction_messages(inter)) and bool(fake.interaction_messages(inter)[-1].components)
-        )
-    )
-    question = fake.interaction_messages(inter)[-1]
+    question = await lunch_question(env)
     pizza = question.components[0]["components"][0]
     valid = pizza["custom_id"]
     pizza["custom_id"] = stale  # a button from an older version of the bot (or a tampered one)

@@ -14,6 +14,7 @@ from flowagents.errors import AgentDefinitionError
 from flowagents.fields import Slot
 from flowagents.results import AgentResult, AgentStatus
 from flowagents.routing.base import AgentProfile
+from flowagents.routing.triggers import tokenize
 
 if TYPE_CHECKING:
     from flowagents.llm.base import LLMClient
@@ -137,6 +138,11 @@ def flowagent(
     if isinstance(triggers, str):
         raise AgentDefinitionError("triggers must be a list of phrases, e.g. triggers=['book table'].")
     trigger_list = tuple(t.strip() for t in (triggers or ()) if str(t).strip())
+    wordless = [t for t in trigger_list if not tokenize(t)]
+    if wordless:
+        raise AgentDefinitionError(
+            f"trigger {wordless[0]!r} has no words to match; use a phrase like 'book table'."
+        )
     if timeout is not None and timeout <= 0:
         raise AgentDefinitionError("timeout must be a positive number of seconds.")
 

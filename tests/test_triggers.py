@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from flowagents import StandardAgent, flowagent
+from flowagents.errors import AgentDefinitionError
 from flowagents.routing.base import AgentProfile
 from flowagents.routing.triggers import TriggerIndex, pick
 
@@ -12,6 +14,7 @@ INDEX = TriggerIndex(
         AgentProfile("Booking", "", ("book table", "reservation")),
         AgentProfile("Leave", "", ("leave request", "time off")),
         AgentProfile("Cancel", "", ("cancel my reservation",)),
+        AgentProfile("Resa", "", ("забронировать столик", "réserver une table")),
     ]
 )
 
@@ -29,6 +32,8 @@ INDEX = TriggerIndex(
         ("table book", None),
         ("book the very big table", None),  # at most two filler words between trigger words
         ("bookstable", None),
+        ("Я хочу забронировать столик", "Resa"),  # words of any script
+        ("Je veux RÉSERVER une table", "Resa"),
     ],
 )
 def test_matching(message: str, agent: str | None) -> None:
@@ -61,3 +66,8 @@ def test_word_memo_stays_bounded_and_matches_after_it_is_flushed() -> None:
     decision = index.decide("please book a table")
     assert decision is not None and decision.agent_type == "Book" and decision.confidence == 1.0
     assert index.decide("booking tables") is not None
+
+
+def test_a_trigger_without_words_is_refused_when_the_agent_is_declared() -> None:
+    with pytest.raises(AgentDefinitionError, match="no words"):
+        flowagent(triggers=["book table", "!!!"])(type("Noisy", (StandardAgent,), {}))

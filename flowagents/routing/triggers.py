@@ -4,7 +4,9 @@ A trigger matches when its words appear in the message in the same order, case-i
 whole words, tolerating simple inflections (book/booking, table/tables), punctuation, and up to two small
 filler words between trigger words ("book table" matches "I need to book a table"). Filler words of the
 trigger itself may be left out by the user. Matching walks the trie from each message position, so its
-cost depends on the message length, not on the number of agents or triggers.
+cost depends on the message length, not on the number of agents or triggers. Words are runs of letters
+and digits of any script (accents count: "réserver" is not "reserver"); scripts written without spaces
+between words (Chinese, Japanese, Thai) need the semantic or LLM strategy.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from flowagents.routing.base import AgentProfile, RoutingDecision
 
-_TOKEN = re.compile(r"[a-z0-9']+")
+_TOKEN = re.compile(r"[\w']+")  # letters and digits of any script (and apostrophes)
 
 FILLER_WORDS = frozenset(
     "a an the my me our your their this that some any to for of i we us please just in on at with".split()

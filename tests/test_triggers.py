@@ -15,6 +15,7 @@ INDEX = TriggerIndex(
         AgentProfile("Leave", "", ("leave request", "time off")),
         AgentProfile("Cancel", "", ("cancel my reservation",)),
         AgentProfile("Resa", "", ("забронировать столик", "réserver une table")),
+        AgentProfile("Weather", "", ("what's the weather",)),
     ]
 )
 
@@ -34,6 +35,7 @@ INDEX = TriggerIndex(
         ("bookstable", None),
         ("Я хочу забронировать столик", "Resa"),  # words of any script
         ("Je veux RÉSERVER une table", "Resa"),
+        ("what\u2019s the weather like?", "Weather"),  # a phone's typographic apostrophe
     ],
 )
 def test_matching(message: str, agent: str | None) -> None:

@@ -56,8 +56,8 @@ def stem(token: str) -> str:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens, punctuation dropped."""
-    return _TOKEN.findall(text.lower())
+    """Lower-cased word tokens, punctuation dropped (a typographic apostrophe is an apostrophe)."""
+    return _TOKEN.findall(text.lower().replace("\u2019", "'"))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -204,7 +204,7 @@ class TriggerIndex:
         """Trigger order -> (penalty, trigger) of its best occurrence; the allocation-light core of `find`."""
         if not self._compiled:
             self.compile()
-        raw = _TOKEN.findall(message.lower())
+        raw = _TOKEN.findall(message.lower().replace("\u2019", "'"))  # what’s (phones) is what's
         n = len(raw)
         first = self._first
         fillers = FILLER_WORDS

@@ -40,6 +40,8 @@ BAD_OPTIONS = (
     "That command's options didn't look right: `message` must be text. Use `/ask message: <your question>`."
 )
 DECLINED = "I can't take that request right now."
+RESTARTING = "I'm restarting right now; please send that again in a minute."
+"""The answer to anything sent while the channel stops (Discord does not redeliver gateway events)."""
 RECONNECT_DELAY = 1.0
 """Seconds before a new gateway session after an event that could not be read (doubling, up to 60)."""
 STALE_COMPONENT = "This button or menu is no longer valid. Use `/ask` to continue."
@@ -165,6 +167,7 @@ class DiscordChannel:
         self._token = token
         self._token_channels: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
         self._ready = asyncio.Event()
         self._ended = asyncio.Event()
         self._start_error: BaseException | None = None
@@ -243,6 +246,7 @@ class DiscordChannel:
         Use :meth:`wait_until_ready` (from another task) to know when the gateway session is ready.
         """
         self._point_discord_py_at_urls()
+        self._closing = False
         self._ended.clear()
         self._start_error = None
         try:
@@ -299,7 +303,10 @@ class DiscordChannel:
         raise TimeoutError("Discord did not become ready in time.")
 
     async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Close the gateway and HTTP sessions after in-flight answers finish (up to ``timeout`` seconds)."""
+        """Stop taking new messages and commands at once (they get :data:`RESTARTING`), let in-flight
+        answers finish (up to ``timeout`` seconds, then cancel them), and close the gateway and HTTP sessions.
+        """
+        self._closing = True
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         for task in set(self._tasks):
@@ -383,6 +390,9 @@ class DiscordChannel:
 
         @app_commands.command(name="cancel", description="Cancel what the assistant is doing for you here.")
         async def cancel(interaction: discord.Interaction[Any]) -> None:
+            if self._closing:
+                await self._reply_ephemeral(interaction, RESTARTING)
+                return
             await interaction.response.defer(thinking=True)
             result = await self.orchestrator.cancel(
                 tenant_id=self._tenant(interaction.guild_id),
@@ -421,6 +431,9 @@ class DiscordChannel:
             log.warning("Could not send the user an ephemeral notice.", exc_info=True)
 
     async def _ask(self, interaction: discord.Interaction[Any], message: Any) -> None:
+        if self._closing:
+            await self._reply_ephemeral(interaction, RESTARTING)
+            return
         if not isinstance(message, str):  # discord.py passes a mistyped option value through unchanged
             await self._reply_ephemeral(interaction, BAD_OPTIONS)
             return
@@ -452,6 +465,9 @@ class DiscordChannel:
         await self._reply_ephemeral(interaction, STALE_COMPONENT)
 
     async def _on_choice(self, interaction: discord.Interaction[Any], value: str) -> None:
+        if self._closing:
+            await self._reply_ephemeral(interaction, RESTARTING)
+            return
         received = asyncio.get_running_loop().time()
         content = interaction.message.content if interaction.message else ""
         marker = f"\n\n**→ {value}**"
@@ -537,6 +553,13 @@ class DiscordChannel:
             text = message.content.strip()  # a reply to one of our messages without a ping
             reference = message
         else:
+            return
+        if self._closing:
+            target = self._channel_target(message.channel, message.channel.id, reference)
+            try:
+                await target.create(True, content=RESTARTING)
+            except Exception as exc:
+                log.info("Could not tell a user the bot is restarting (%r).", exc)
             return
         self._spawn(self._message_turn(message, text, reference))
 

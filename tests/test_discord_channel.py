@@ -12,7 +12,7 @@ import discord
 import pytest
 
 from adapters import discord as discord_adapter
-from adapters.discord import DEFAULT_DM_TENANT, DiscordChannel
+from adapters.discord import DEFAULT_DM_TENANT, RESTARTING, DiscordChannel
 from flowagents import AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
 from flowagents.errors import ConfigurationError
 from flowagents.testing._discord_rest import Request, error
@@ -356,6 +356,28 @@ async def test_gateway_reconnect_mid_answer_gives_one_complete_answer() -> None:
         assert (
             len(fake.bot_messages(env.channel_id)) == 2
         )  # one answer per question, no replayed second answer
+
+
+async def test_stopping_refuses_new_messages_while_the_running_answer_finishes(env: Env) -> None:
+    fake = env.fake
+    GATE["slow"] = asyncio.Event()
+    running_dm = fake.dm_channel_id(51)
+    await fake.user_message("slow answer", user_id=51)
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(running_dm)] == ["First half. "])
+    stopping = asyncio.create_task(env.channel.stop(timeout=10))
+    await asyncio.sleep(0.05)
+    late_dm = fake.dm_channel_id(52)
+    await fake.user_message("book table", user_id=52)
+    late_command = await ask(env, "book table", user_id=53)
+    await fake.wait_for(lambda: bool(fake.bot_messages(late_dm)) and fake.final_text(late_command) != "")
+    assert [m.content for m in fake.bot_messages(late_dm)] == [RESTARTING]
+    assert fake.final_text(late_command) == RESTARTING
+    assert env.orchestrator.get_active_agents(tenant_id=DEFAULT_DM_TENANT) == []
+    assert env.orchestrator.get_active_agents(tenant_id=str(env.guild.id)) == []
+    assert not stopping.done()  # the running answer is still allowed to finish
+    GATE["slow"].set()
+    await asyncio.wait_for(stopping, 10)
+    assert "".join(m.content for m in fake.bot_messages(running_dm)) == "First half. Second half."
 
 
 async def test_duplicate_deliveries_never_answer_twice(env: Env) -> None:

@@ -36,7 +36,11 @@ class StartupError(Exception):
 
 
 class Channel(Protocol):
-    """A platform connection: starts taking events, stops gracefully."""
+    """A platform connection: starts taking events, stops gracefully.
+
+    `stop()` refuses new events before its first `await`, then waits for its running turns up to the
+    grace period it is given and cancels the rest.
+    """
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -304,23 +308,36 @@ class BotRuntime:
         await self.stopping.wait()
 
     async def shutdown(self) -> int:
-        """Stop taking events, let running turns finish within the grace period, close everything."""
+        """Stop taking events, let running turns finish within the grace period, close everything.
+
+        One deadline covers it all: every channel stops taking events at once, then channels, turns and
+        open requests share the same `FLOWAGENTS_SHUTDOWN_GRACE` seconds; whatever still runs is cancelled.
+        """
         self.request_stop("shutdown")
         grace = self.settings.flowagents_shutdown_grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
         if self._started:
             log.info("shutting down (%s); waiting up to %ss for running turns", self.stop_reason, grace)
-        for channel in self.channels:
-            try:
-                await _stop_channel(channel, grace)
-            except Exception as exc:
-                log.warning("stopping %s failed: %s", type(channel).__name__, type(exc).__name__)
-        if self.orchestrator is not None and not await self.orchestrator.drain(grace):
+        # concurrently: each channel refuses new events before its first await, so none takes events
+        # while another one waits for its running turns
+        stops = await asyncio.gather(
+            *(_stop_channel(channel, grace) for channel in self.channels), return_exceptions=True
+        )
+        for channel, outcome in zip(self.channels, stops, strict=True):
+            if isinstance(outcome, Exception):
+                log.warning("stopping %s failed: %s", type(channel).__name__, type(outcome).__name__)
+        if self.orchestrator is not None and not await self.orchestrator.drain(left()):
             log.warning("running turns did not finish within %ss; stopping them", grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.http is not None:
-            await self.http.stop()
+            await self.http.stop(timeout=left())
         if self.orchestrator is not None:
             try:
                 await self.orchestrator.close()

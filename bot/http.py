@@ -70,8 +70,11 @@ class HttpServer:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
-    async def stop(self) -> None:
-        """Stop accepting connections, let open requests finish up to `grace` seconds, then close."""
+    async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Stop accepting connections, let open requests finish up to `timeout` (default `grace`) seconds,
+        then cancel them and close."""
         if self._runner is not None:
+            if timeout is not None:
+                self._runner._shutdown_timeout = timeout  # aiohttp reads it in cleanup(); no public setter
             await self._runner.cleanup()
             self._runner = None

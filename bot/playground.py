@@ -57,11 +57,13 @@ class Playground:
         self._closing = False
 
     async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - the channel stop protocol
-        """Refuse new messages and wait up to `timeout` seconds for running turns."""
+        """Refuse new messages and wait up to `timeout` seconds for running turns, then cancel them."""
         self._closing = True
         running = [t for t in self._inflight if not t.done()]
         if running:
-            await asyncio.wait(running, timeout=timeout)
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            for task in pending:
+                task.cancel()
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -387,6 +387,55 @@ async def test_shutdown_refuses_new_messages_and_lets_running_turns_finish() -> 
     assert runtime.orchestrator.running_turns == 0
 
 
+class RecordingChannel:
+    """A second channel that notes when the bot tells it to stop taking events."""
+
+    def __init__(self) -> None:
+        self.closing = False
+
+    async def start(self) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109
+        self.closing = True
+
+
+async def test_every_channel_stops_taking_events_before_running_turns_are_awaited() -> None:
+    global GATE
+    GATE = asyncio.Event()
+    runtime = BotRuntime(settings(), mode="playground", stdout=io.StringIO())
+    await runtime.start()
+    other = RecordingChannel()
+    runtime.channels.append(other)
+    assert runtime.http is not None
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(runtime.http.url + "/api/say", json={"text": "obs slow job"})
+        await resp.content.readline()
+        shutdown = asyncio.create_task(runtime.shutdown())
+        await wait_until(lambda: other.closing)
+        assert not shutdown.done() and runtime.orchestrator is not None
+        assert runtime.orchestrator.running_turns == 1  # the playground's turn still runs
+        GATE.set()
+        await resp.read()
+        assert await shutdown == 0
+
+
+async def test_shutdown_takes_one_grace_period_even_when_a_turn_never_ends() -> None:
+    global GATE
+    GATE = asyncio.Event()  # never set: the turn outlasts the grace period
+    runtime = BotRuntime(settings(flowagents_shutdown_grace=1), mode="playground", stdout=io.StringIO())
+    await runtime.start()
+    assert runtime.http is not None and runtime.orchestrator is not None
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(runtime.http.url + "/api/say", json={"text": "obs slow job"})
+        await resp.content.readline()
+        started = asyncio.get_running_loop().time()
+        assert await runtime.shutdown() == 0
+        took = asyncio.get_running_loop().time() - started
+    assert 0.9 <= took < 1.6, f"shutdown took {took:.2f}s with FLOWAGENTS_SHUTDOWN_GRACE=1"
+    assert runtime.orchestrator.running_turns == 0
+
+
 def test_sigterm_stops_the_bot_gracefully_with_exit_zero() -> None:
     env = {
         k: v

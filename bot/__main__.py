@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(describe_error(exc), file=sys.stderr)
         return 2
+    except UnicodeDecodeError as exc:  # pydantic-settings reads .env as UTF-8
+        print(
+            f"configuration error: .env: not UTF-8 text (byte {exc.start + 1} cannot be decoded); "
+            "save the file as UTF-8",
+            file=sys.stderr,
+        )
+        return 2
     loop = asyncio.new_event_loop()
     try:
         code = loop.run_until_complete(_main(settings, args))

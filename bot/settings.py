@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowagents.storage.url import url_problem
+
 STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgres", "postgresql")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -47,13 +49,14 @@ def redact_url(url: str) -> str:
     """The URL with any password replaced by `***` (safe for logs and error lines)."""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparseable URL>"
     if parts.password is None:
         return url
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    if port is not None:
+        host = f"{host}:{port}"
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
@@ -239,6 +242,9 @@ class BotSettings(BaseSettings):
             raise ValueError(
                 "expected memory, sqlite:///path, redis://host:port/db or postgresql://user@host/db"
             )
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("flowagents_secret_key")

@@ -115,6 +115,12 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: p
         ({"discord_bot_token": "Bot secret7.abc.def"}, "DISCORD_BOT_TOKEN", "'Bot ' prefix"),
         ({"discord_gateway_url": "http://x"}, "DISCORD_GATEWAY_URL", "ws://"),
         ({"port": "70000"}, "PORT", "65535"),
+        ({"flowagents_store": "redis://:secret9@cache:notaport/0"}, "FLOWAGENTS_STORE", "host or port"),
+        ({"flowagents_store": "postgresql://u:secret9@db:abc/bot"}, "FLOWAGENTS_STORE", "host or port"),
+        ({"flowagents_store": "redis://:secret9@[::1/0"}, "FLOWAGENTS_STORE", "[::1]"),
+        ({"flowagents_store": "redis://:secret9@h/0?socket_timeout=x"}, "FLOWAGENTS_STORE", "socket_timeout"),
+        ({"flowagents_store": "redis://:secret9@h/0?ssl_cert_reqs=bogus"}, "FLOWAGENTS_STORE", "rediss://"),
+        ({"flowagents_store": "postgresql://u:secret9@db/b?prefix=X-Y"}, "FLOWAGENTS_STORE", "?prefix="),
     ],
 )
 def test_wrong_value_gives_one_line_naming_the_variable(
@@ -160,6 +166,7 @@ def test_secret_values_cover_every_configured_secret() -> None:
 
 def test_redact_url_hides_the_password_only() -> None:
     assert redact_url("redis://:pw123@cache:6380/2") == "redis://:***@cache:6380/2"
+    assert redact_url("redis://:pw123@cache:notaport/2") == "<unparseable URL>"
     assert redact_url("postgresql://bot:pw123@db/bot") == "postgresql://bot:***@db/bot"
     assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
 
@@ -173,6 +180,25 @@ def test_bad_store_url_stops_the_bot_with_one_line() -> None:
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("configuration error: FLOWAGENTS_STORE:")
     assert "hunter2" not in proc.stderr
+
+
+def test_malformed_store_url_stops_the_bot_with_one_line_not_a_traceback() -> None:
+    proc = run_bot(FLOWAGENTS_STORE="redis://:hunter2@127.0.0.1:notaport/0")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "configuration error: FLOWAGENTS_STORE: malformed host or port: "
+        "use redis://[user:password@]host:port/... ([::1] for IPv6)"
+    ]
+
+
+def test_dotenv_that_is_not_utf8_stops_the_bot_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"OPENAI_API_KEY=sk-\xff\xfehunter2\n")
+    proc = run_bot("--check", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "configuration error: .env: not UTF-8 text (byte 19 cannot be decoded); save the file as UTF-8"
+    ]
+    assert "hunter2" not in proc.stderr + proc.stdout
 
 
 def test_unreachable_store_stops_the_bot_without_traceback_or_password() -> None:

@@ -71,3 +71,31 @@ def test_bad_urls_say_what_to_use(url: str) -> None:
 def test_credentials_never_appear_in_messages() -> None:
     assert redact("redis://:s3cret@cache:6380/2") == "redis://cache:6380/2"
     assert "s3cret" not in redact("postgresql://bot:s3cret@db/bot")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:s3cret@cache:notaport/0", "malformed host or port"),
+        ("postgresql://bot:s3cret@db:abc/bot", "malformed host or port"),
+        ("redis://:s3cret@[::1/0", "malformed host or port"),
+        ("redis://:s3cret@cache:6379/0?prefix=bot1&socket_timeout=abc", "socket_timeout"),
+        ("redis://:s3cret@cache:6379/0?ssl_cert_reqs=bogus", "?ssl_cert_reqs= (TLS options need rediss://)"),
+        ("rediss://:s3cret@cache:6379/0?ssl_cert_reqs=bogus", "invalid Redis URL option"),
+        ("postgresql://bot:s3cret@db/bot?prefix=Bad-Prefix", "?prefix= must be lower-case"),
+    ],
+)
+def test_malformed_store_urls_are_configuration_errors_naming_the_variable(url: str, expected: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        store_from_url(url)
+    message = str(caught.value)
+    assert message.startswith("FLOWAGENTS_STORE: ") and expected in message
+    assert "s3cret" not in message
+
+
+def test_stores_refuse_malformed_urls_at_construction_and_redact_them_safely() -> None:
+    with pytest.raises(ConfigurationError, match="socket_timeout") as caught:
+        RedisStore("redis://:s3cret@cache:6379/0?socket_timeout=abc")
+    assert "s3cret" not in str(caught.value)
+    assert redact("redis://:s3cret@cache:notaport/0") == "redis://<malformed URL>"
+    assert redact("postgresql://bot:s3cret@[::1/bot") == "postgresql://<malformed URL>"

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from flowagents.errors import StoreError
+from flowagents.errors import ConfigurationError, StoreError
 from flowagents.storage._codec import decode, encode, log, seconds_left, store_error
 from flowagents.storage.base import (
     ConversationKey,
@@ -56,11 +56,39 @@ _DELETE_IF_SAME = (
 
 
 def redact(url: str) -> str:
-    """The URL without credentials, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
+    """The URL without credentials, for messages and logs (only the scheme of a malformed one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number, an unclosed IPv6 bracket
+        return f"{url.partition('://')[0]}://<malformed URL>"
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def url_problem(url: str) -> str | None:
+    """Why redis-py cannot use ``url`` (bad port, host or query option), or None; nothing connects.
+
+    The answer names the problem, never the password.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        return "malformed host or port: use redis://[:password@]host:port/db ([::1] for an IPv6 address)"
+    try:
+        pool = aioredis.ConnectionPool.from_url(url)
+        pool.connection_class(**pool.connection_kwargs)  # checks the options; connects only on first use
+    except TypeError as exc:  # "... got an unexpected keyword argument 'name'"
+        name = str(exc).rpartition(" ")[2].strip("'")
+        hint = " (TLS options need rediss://)" if "ssl" in name else ""
+        return f"unknown Redis URL option ?{name}={hint}"
+    except (ValueError, RedisError) as exc:
+        problem = str(exc)
+        if parts.password:
+            problem = problem.replace(parts.password, "***")
+        return f"invalid Redis URL option: {problem}"
+    return None
 
 
 def _client_options(socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
@@ -98,6 +126,9 @@ class RedisStore(ConversationStore):
         connect_timeout: float = 2.0,
         max_connections: int = 32,
     ) -> None:
+        problem = url_problem(url)
+        if problem is not None:
+            raise ConfigurationError(f"Redis URL {redact(url)}: {problem}")
         self.url = url
         self.max_connections = max_connections
         self.idle_ttl_seconds = idle_ttl_seconds

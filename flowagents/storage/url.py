@@ -16,6 +16,7 @@ one database.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ def store_from_url(
     ttl: dict[str, Any] = {"idle_ttl_seconds": idle_ttl_seconds, "finished_ttl_seconds": finished_ttl_seconds}
     raw = (url or "").strip()
     scheme = raw.split(":", 1)[0].lower() if ":" in raw else raw.lower()
+    problem = url_problem(raw)
+    if problem is not None:
+        raise ConfigurationError(f"FLOWAGENTS_STORE: {problem}")
     if raw == "" or scheme == "sqlite":
         from flowagents.storage.sqlite import SQLiteStore
 
@@ -83,6 +87,29 @@ def store_from_env(
     env = os.environ if environ is None else environ
     options.setdefault("data_dir", env.get("FLOWAGENTS_DATA_DIR") or None)
     return store_from_url(env.get("FLOWAGENTS_STORE"), **options)
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a Redis or PostgreSQL store URL's shape (port, host, options, `?prefix=`), or
+    None; nothing connects. The answer names the problem, never the URL or its password."""
+    raw = url.strip()
+    scheme = raw.split(":", 1)[0].lower()
+    if scheme not in ("redis", "rediss", "unix", "postgresql", "postgres"):
+        return None
+    try:
+        urlsplit(raw).port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        return f"malformed host or port: use {scheme}://[user:password@]host:port/... ([::1] for IPv6)"
+    raw, prefix = _pop_query(raw, "prefix")
+    if scheme.startswith("postgres"):
+        if prefix is not None and not re.fullmatch(r"[a-z_][a-z0-9_]*", prefix):
+            return "?prefix= must be lower-case letters, digits and underscores (a PostgreSQL table prefix)"
+        return None
+    try:
+        from flowagents.storage.redis import url_problem as redis_url_problem
+    except ImportError:  # RedisStore says what to install
+        return None
+    return redis_url_problem(raw)
 
 
 def _pop_query(url: str, name: str) -> tuple[str, str | None]:

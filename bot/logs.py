@@ -26,7 +26,7 @@ TOKEN_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"\b[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}"),  # Discord bot tokens
     re.compile(r"(?i)(?<=\bBot )[A-Za-z0-9_.-]{20,}"),  # Authorization: Bot <token>
     re.compile(r"(?i)(?<=\bBearer )[A-Za-z0-9_.~+/=-]{8,}"),  # Authorization: Bearer <token>
-    re.compile(r"(?<=://)([^:/@\s]+):[^@/\s]+(?=@)"),  # passwords in URLs (user:password@host)
+    re.compile(r"(?<=://)([^:/@\s]*):(?!\*\*\*@)[^@/\s]+(?=@)"),  # URL passwords (user:pw@, :pw@; not ***)
 )
 """Shapes of secrets masked wherever they appear, configured or not."""
 

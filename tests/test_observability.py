@@ -120,6 +120,23 @@ def test_redactor_masks_token_shapes_and_configured_secrets() -> None:
     )
 
 
+def test_url_passwords_with_an_empty_user_are_masked_in_logs_and_error_lines(restore_logging: None) -> None:
+    stream = io.StringIO()
+    store = "redis://:s3cr3t@cache:6379/0"
+    redact = setup_logging(settings(log_format="json", flowagents_store=store), stream)
+    log = logging.getLogger("some.library")
+    log.warning("connecting to %s", store)
+    try:
+        raise ConnectionError("cannot reach rediss://:s3cr3t@cache:6380/1")
+    except ConnectionError:
+        log.exception("store down")
+    text = stream.getvalue()
+    assert "s3cr3t" not in text
+    assert "redis://:[REDACTED]@cache:6379/0" in text and "rediss://:[REDACTED]@cache:6380/1" in text
+    assert redact("error: redis://:s3cr3t@cache:6379/0") == "error: redis://:[REDACTED]@cache:6379/0"
+    assert redact("error: cannot open redis://:***@cache:6379/0") == "error: cannot open redis://:***@cache:6379/0"
+
+
 def test_json_log_lines_redact_messages_extras_and_tracebacks(restore_logging: None) -> None:
     stream = io.StringIO()
     setup_logging(settings(log_format="json", openai_api_key="custom-key-without-prefix"), stream)

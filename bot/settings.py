@@ -16,11 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowagents.storage.base import MAX_TTL_SECONDS
 from flowagents.storage.url import url_problem
 
 STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgres", "postgresql")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_SECONDS = 86400.0
+"""The longest agent timeout and shutdown grace period (a day)."""
 
 
 class RateSpec:
@@ -96,12 +99,26 @@ class BotSettings(BaseSettings):
     flowagents_data_dir: str = Field(
         default="data", description="Directory for the default SQLite store and Slack installations."
     )
-    flowagents_timeout: float = Field(default=30.0, gt=0, description="Default agent timeout in seconds.")
+    flowagents_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="Default agent timeout in seconds (at most 86400).",
+    )
     flowagents_idle_ttl: float = Field(
-        default=86400.0, gt=0, description="Seconds before a waiting conversation expires."
+        default=86400.0,
+        gt=0,
+        le=MAX_TTL_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds before a waiting conversation expires (at most 100 years).",
     )
     flowagents_shutdown_grace: float = Field(
-        default=30.0, ge=0, description="Seconds running turns may take to finish after SIGTERM."
+        default=30.0,
+        ge=0,
+        le=MAX_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds the whole shutdown may take after SIGTERM (at most 86400).",
     )
     flowagents_embedding_cache: str | None = Field(
         default=None,

@@ -121,6 +121,11 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: p
         ({"flowagents_store": "redis://:secret9@h/0?socket_timeout=x"}, "FLOWAGENTS_STORE", "socket_timeout"),
         ({"flowagents_store": "redis://:secret9@h/0?ssl_cert_reqs=bogus"}, "FLOWAGENTS_STORE", "rediss://"),
         ({"flowagents_store": "postgresql://u:secret9@db/b?prefix=X-Y"}, "FLOWAGENTS_STORE", "?prefix="),
+        ({"flowagents_idle_ttl": "inf"}, "FLOWAGENTS_IDLE_TTL", "finite"),
+        ({"flowagents_idle_ttl": "1e300"}, "FLOWAGENTS_IDLE_TTL", "less than or equal to 3153600000"),
+        ({"flowagents_timeout": "nan"}, "FLOWAGENTS_TIMEOUT", "finite"),
+        ({"flowagents_timeout": "1e300"}, "FLOWAGENTS_TIMEOUT", "less than or equal to 86400"),
+        ({"flowagents_shutdown_grace": "inf"}, "FLOWAGENTS_SHUTDOWN_GRACE", "finite"),
     ],
 )
 def test_wrong_value_gives_one_line_naming_the_variable(

@@ -7,6 +7,7 @@ has already processed. An isolation makes the turns of one conversation run one 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import TypeAdapter
 
+from flowagents.errors import ConfigurationError
 from flowagents.results import AgentStatus
 
 SCHEMA_VERSION = 1
@@ -106,6 +108,17 @@ class KeyBuilder:
             p.replace("%3A", self.separator).replace("%25", "%") for p in parts[-3:]
         )
         return ConversationKey(tenant, conversation, user)
+
+
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600.0
+"""The longest expiry a store accepts (100 years; Redis keeps expiries as 64-bit milliseconds)."""
+
+
+def checked_ttl(name: str, seconds: float) -> float:
+    """``seconds`` when it is a finite expiry up to `MAX_TTL_SECONDS`; else `ConfigurationError`."""
+    if not math.isfinite(seconds) or seconds > MAX_TTL_SECONDS:
+        raise ConfigurationError(f"{name} must be a finite number of seconds up to {MAX_TTL_SECONDS:.0f}.")
+    return seconds
 
 
 class ConversationStore(ABC):

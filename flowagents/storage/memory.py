@@ -11,6 +11,7 @@ from flowagents.storage.base import (
     ConversationRecord,
     ConversationStore,
     EventIsolation,
+    checked_ttl,
 )
 
 
@@ -18,8 +19,8 @@ class MemoryStore(ConversationStore):
     """Keeps records in a dict. State is lost when the process stops."""
 
     def __init__(self, *, idle_ttl_seconds: float = 24 * 3600, finished_ttl_seconds: float = 3600) -> None:
-        self.idle_ttl_seconds = idle_ttl_seconds
-        self.finished_ttl_seconds = finished_ttl_seconds
+        self.idle_ttl_seconds = checked_ttl("idle_ttl_seconds", idle_ttl_seconds)
+        self.finished_ttl_seconds = checked_ttl("finished_ttl_seconds", finished_ttl_seconds)
         self._records: dict[ConversationKey, ConversationRecord] = {}
         self._deliveries: dict[str, tuple[bool, float]] = {}  # id -> (done, expires_at)
 

@@ -20,7 +20,13 @@ import asyncpg
 
 from flowagents.errors import ConfigurationError, StoreError
 from flowagents.storage._codec import decode, encode, expires_at, store_error
-from flowagents.storage.base import ConversationKey, ConversationRecord, ConversationStore, EventIsolation
+from flowagents.storage.base import (
+    ConversationKey,
+    ConversationRecord,
+    ConversationStore,
+    EventIsolation,
+    checked_ttl,
+)
 from flowagents.storage.memory import MemoryIsolation
 from flowagents.storage.redis import redact
 
@@ -70,8 +76,8 @@ class PostgresStore(ConversationStore):
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", table_prefix):
             raise ConfigurationError("table_prefix must be lower-case letters, digits and underscores.")
         self.dsn = dsn
-        self.idle_ttl_seconds = idle_ttl_seconds
-        self.finished_ttl_seconds = finished_ttl_seconds
+        self.idle_ttl_seconds = checked_ttl("idle_ttl_seconds", idle_ttl_seconds)
+        self.finished_ttl_seconds = checked_ttl("finished_ttl_seconds", finished_ttl_seconds)
         self.prefix = table_prefix
         self.pool_size = pool_size
         self.purge_interval_seconds = purge_interval_seconds

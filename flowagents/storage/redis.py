@@ -35,6 +35,7 @@ from flowagents.storage.base import (
     ConversationStore,
     EventIsolation,
     KeyBuilder,
+    checked_ttl,
 )
 from flowagents.storage.memory import MemoryIsolation
 
@@ -131,8 +132,8 @@ class RedisStore(ConversationStore):
             raise ConfigurationError(f"Redis URL {redact(url)}: {problem}")
         self.url = url
         self.max_connections = max_connections
-        self.idle_ttl_seconds = idle_ttl_seconds
-        self.finished_ttl_seconds = finished_ttl_seconds
+        self.idle_ttl_seconds = checked_ttl("idle_ttl_seconds", idle_ttl_seconds)
+        self.finished_ttl_seconds = checked_ttl("finished_ttl_seconds", finished_ttl_seconds)
         self.keys = keys or KeyBuilder()
         self._options = _client_options(socket_timeout, connect_timeout)
         self._client: aioredis.Redis | None = None

@@ -18,7 +18,7 @@ import aiosqlite
 
 from flowagents.errors import ConfigurationError, StoreError
 from flowagents.storage._codec import decode, encode, expires_at, log, store_error
-from flowagents.storage.base import ConversationKey, ConversationRecord, ConversationStore
+from flowagents.storage.base import ConversationKey, ConversationRecord, ConversationStore, checked_ttl
 
 try:
     import fcntl
@@ -64,8 +64,8 @@ class SQLiteStore(ConversationStore):
         if str(path) in ("", ":memory:"):
             raise ConfigurationError("SQLiteStore needs a file path; use MemoryStore for in-memory state.")
         self.path = Path(path)
-        self.idle_ttl_seconds = idle_ttl_seconds
-        self.finished_ttl_seconds = finished_ttl_seconds
+        self.idle_ttl_seconds = checked_ttl("idle_ttl_seconds", idle_ttl_seconds)
+        self.finished_ttl_seconds = checked_ttl("finished_ttl_seconds", finished_ttl_seconds)
         self.busy_timeout_seconds = busy_timeout_seconds
         self.purge_interval_seconds = purge_interval_seconds
         self.exclusive = exclusive

@@ -6,10 +6,12 @@ FLOWAGENTS_SHUTDOWN_GRACE seconds, stop the web server, close the stores and exi
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import inspect
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
@@ -146,9 +148,8 @@ async def open_orchestrator(orchestrator: BotOrchestrator, settings: BotSettings
     except ConfigurationError:
         raise
     except (StoreError, OSError) as exc:
-        raise StartupError(
-            f"FLOWAGENTS_STORE: cannot open {store_label(settings)}: {exc}", exit_code=1
-        ) from None
+        variable = "FLOWAGENTS_STORE" if settings.flowagents_store else "FLOWAGENTS_DATA_DIR"
+        raise StartupError(f"{variable}: cannot open {store_label(settings)}: {exc}", exit_code=1) from None
     finally:
         store_log.removeFilter(quiet)
 
@@ -252,11 +253,12 @@ class BotRuntime:
                 await self.http.start()
             except OSError as exc:
                 self.http = None
-                raise StartupError(
-                    f"PORT: cannot listen on {host}:{self.settings.port} ({exc.strerror or exc}); "
-                    "set PORT to a free port (0 picks one)",
-                    exit_code=1,
-                ) from None
+                where = f"cannot listen on {host}:{self.settings.port} ({exc.strerror or exc})"
+                if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                    fix = f"FLOWAGENTS_HOST: {where}; use an address of this machine (0.0.0.0 for all)"
+                else:
+                    fix = f"PORT: {where}; set PORT to a free port (0 picks one)"
+                raise StartupError(fix, exit_code=1) from None
         for channel in self.channels:
             task = asyncio.create_task(channel.start(), name=f"channel-{type(channel).__name__}")
             self._tasks[task] = channel

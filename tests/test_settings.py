@@ -215,6 +215,21 @@ def test_unreachable_store_stops_the_bot_without_traceback_or_password() -> None
     assert "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
 
 
+def test_unusable_data_dir_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    proc = run_bot(FLOWAGENTS_STORE="", FLOWAGENTS_DATA_DIR=str(tmp_path / "not-a-dir"))
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"error: FLOWAGENTS_DATA_DIR: cannot open sqlite:///{tmp_path}/not-a-dir/")
+
+
+def test_a_host_that_is_not_this_machine_is_named_as_flowagents_host() -> None:
+    proc = run_bot(FLOWAGENTS_HOST="192.0.2.1", PORT="0", FLOWAGENTS_HTTP="1")  # TEST-NET-1: never local
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: FLOWAGENTS_HOST: cannot listen on 192.0.2.1:0")
+
+
 def test_check_reports_each_service_and_exits_zero(tmp_path: Path) -> None:
     proc = run_bot("--check", FLOWAGENTS_STORE=f"sqlite:///{tmp_path}/check.db")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -134,7 +134,10 @@ def test_url_passwords_with_an_empty_user_are_masked_in_logs_and_error_lines(res
     assert "s3cr3t" not in text
     assert "redis://:[REDACTED]@cache:6379/0" in text and "rediss://:[REDACTED]@cache:6380/1" in text
     assert redact("error: redis://:s3cr3t@cache:6379/0") == "error: redis://:[REDACTED]@cache:6379/0"
-    assert redact("error: cannot open redis://:***@cache:6379/0") == "error: cannot open redis://:***@cache:6379/0"
+    assert (
+        redact("error: cannot open redis://:***@cache:6379/0")
+        == "error: cannot open redis://:***@cache:6379/0"
+    )
 
 
 def test_json_log_lines_redact_messages_extras_and_tracebacks(restore_logging: None) -> None:

@@ -103,7 +103,12 @@ def test_stores_refuse_malformed_urls_at_construction_and_redact_them_safely() -
 
 @pytest.mark.parametrize("ttl", [float("inf"), float("nan"), 1e300])
 def test_every_store_refuses_an_expiry_it_cannot_keep(ttl: float, tmp_path: Path) -> None:
-    for url in ("memory", f"sqlite:///{tmp_path}/ttl.db", "redis://127.0.0.1:6379/0", "postgresql://u@db/bot"):
+    for url in (
+        "memory",
+        f"sqlite:///{tmp_path}/ttl.db",
+        "redis://127.0.0.1:6379/0",
+        "postgresql://u@db/bot",
+    ):
         with pytest.raises(ConfigurationError, match="idle_ttl_seconds must be a finite number"):
             store_from_url(url, idle_ttl_seconds=ttl)
     with pytest.raises(ConfigurationError, match="finished_ttl_seconds"):

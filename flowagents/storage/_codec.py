@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -55,3 +56,14 @@ def store_error(what: str, exc: BaseException, hint: str) -> StoreError:
     message = f"{what}: {type(exc).__name__}: {exc}. {hint}"
     log.warning("%s", message)
     return StoreError(message)
+
+
+def redact(url: str) -> str:
+    """The URL without credentials, for messages and logs (only the scheme of a malformed one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number, an unclosed IPv6 bracket
+        return f"{url.partition('://')[0]}://<malformed URL>"
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from flowagents.errors import ConfigurationError, StoreError
-from flowagents.storage._codec import decode, encode, expires_at, store_error
+from flowagents.storage._codec import decode, encode, expires_at, redact, store_error
 from flowagents.storage.base import (
     ConversationKey,
     ConversationRecord,
@@ -28,7 +28,6 @@ from flowagents.storage.base import (
     checked_ttl,
 )
 from flowagents.storage.memory import MemoryIsolation
-from flowagents.storage.redis import redact
 
 _HINT = (
     "Check that PostgreSQL is running and FLOWAGENTS_STORE points at it; the bot retries on the next message."

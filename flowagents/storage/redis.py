@@ -28,7 +28,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from flowagents.errors import ConfigurationError, StoreError
-from flowagents.storage._codec import decode, encode, log, seconds_left, store_error
+from flowagents.storage._codec import decode, encode, log, redact, seconds_left, store_error
 from flowagents.storage.base import (
     ConversationKey,
     ConversationRecord,
@@ -54,17 +54,6 @@ return 0
 _DELETE_IF_SAME = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
-
-
-def redact(url: str) -> str:
-    """The URL without credentials, for messages and logs (only the scheme of a malformed one)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a port that is not a number, an unclosed IPv6 bracket
-        return f"{url.partition('://')[0]}://<malformed URL>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def url_problem(url: str) -> str | None:

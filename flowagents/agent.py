@@ -145,6 +145,12 @@ def flowagent(
         )
     if timeout is not None and timeout <= 0:
         raise AgentDefinitionError("timeout must be a positive number of seconds.")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1
+    ):
+        raise AgentDefinitionError(
+            f"threshold must be a confidence from 0 to 1 (e.g. 0.7 for 70 %), not {threshold!r}."
+        )
 
     def decorate(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, StandardAgent)):

@@ -70,7 +70,8 @@ CANCEL_PHRASES = frozenset(
 DEFAULT_TENANT = "default"
 _STORE_DOWN = "Sorry, I can't reach my memory right now. Please try again in a moment."
 _INTERNAL_ERROR = "Sorry, something went wrong on my side. Please try again in a moment."
-_PUNCTUATION = " \t\r\n.!?,;:'\"()"
+_PUNCTUATION = " \t\r\n\xa0.!?,;:'\"()\u2026\u2019\u201c\u201d\u00a1\u00bf\uff01\uff1f\u3002"
+_CANCEL_CHARS = 20  # a longer message is not a cancel phrase, however spaced
 
 
 class AgentInfo(BaseModel):
@@ -223,7 +224,12 @@ class Orchestrator:
                 self._tenant_names[tenant] = frozenset(names)
             profiles = [spec.profile for spec in specs.values()]
             self._triggers = TriggerIndex(profiles)
-            router = make_router(self.routing_strategy, llm_client=self.llm_client, embedder=self.embedder)
+            router = make_router(
+                self.routing_strategy,
+                llm_client=self.llm_client,
+                embedder=self.embedder,
+                no_match_threshold=self.no_match_threshold,
+            )
             await router.setup(profiles)
             self._router = router
             plain_routing = type(self).route_message is Orchestrator.route_message
@@ -528,9 +534,11 @@ class Orchestrator:
                 await self.store.delete(key)
                 turn.say("Your earlier conversation was reset because that assistant is no longer available.")
             else:
-                if message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES:
+                if _is_cancel(message):
                     return await self._cancel(spec, record, key, turn)
                 switch = self._triggers.decide(message, candidates)
+                if switch is not None:  # the agent switched to must accept it as a fresh message would
+                    switch = self._accept(switch, candidates)
                 if (
                     switch is None
                     or switch.agent_type == spec.name
@@ -553,7 +561,7 @@ class Orchestrator:
                 return await self._start(switch, message, key, context, turn)
         elif (
             context.get("metadata", {}).get("command") == "cancel"
-            and message.strip(_PUNCTUATION).lower() in CANCEL_PHRASES
+            and _is_cancel(message)
         ):
             turn.say("There is nothing to cancel.")
             return self._stamp(AgentResult(status=AgentStatus.COMPLETED), key, turn)
@@ -931,6 +939,14 @@ class Orchestrator:
         await self.store.save(key, record)
         turn.say(f"Cancelled: {spec.description}.".replace("..", "."))
         return self._stamp(AgentResult(status=AgentStatus.CANCELLED, agent_name=spec.name), key, turn)
+
+
+def _is_cancel(message: str) -> bool:
+    """True when the whole message is a cancel phrase ("Cancel!", "never  mind", "stop…")."""
+    text = message.strip(_PUNCTUATION).lower()
+    if text in CANCEL_PHRASES:
+        return True
+    return len(text) <= _CANCEL_CHARS and " ".join(text.split()).strip(_PUNCTUATION) in CANCEL_PHRASES
 
 
 def _assign(result: AgentResult, **values: Any) -> None:

@@ -581,3 +581,34 @@ async def test_a_store_failing_at_the_end_of_a_streamed_turn_keeps_chunks_and_re
     assert result.status is AgentStatus.FAILED and not result.processed
     assert text == result.raw_message
     assert result.raw_message.startswith("Once upon a time.\n\nSorry, I can't reach my memory")
+
+
+# ------------------------------------------------------------------------------- thresholds and cancel
+
+
+@flowagent(triggers=["wire money"], name="TestStrict", threshold=0.95)
+class Strict(StandardAgent):
+    async def on_running(self, msg: str) -> str:
+        return "wired"
+
+
+async def test_switching_mid_form_respects_the_target_agents_threshold() -> None:
+    o = Orchestrator(agents=[Booking, Strict])
+    assert (await o.process("wiring the money", user_id="fresh")).no_match  # 0.9 < 0.95
+    await o.process("book a table", user_id="u")
+    answered = await o.process("wiring the money", user_id="u")  # not a switch either: taken as the answer
+    assert answered.agent_name == "TestBooking" and answered.field == "guests"
+
+
+@pytest.mark.parametrize("threshold", ["0.5", 50, -0.1, float("nan"), True])
+def test_a_threshold_that_is_not_a_confidence_is_refused_when_the_agent_is_declared(threshold: Any) -> None:
+    with pytest.raises(AgentDefinitionError, match="threshold must be a confidence from 0 to 1"):
+        flowagent(triggers=["ping me"], threshold=threshold)(type("Pinger", (StandardAgent,), {}))
+
+
+@pytest.mark.parametrize("phrase", ["stop\u00a0", "never  mind", "cancel\u2026", "Cancel!", "\u00a1quit!"])
+async def test_cancel_phrases_typed_as_phones_and_keyboards_do(phrase: str) -> None:
+    o = Orchestrator(agents=[Leave])
+    await o.process("time off", user_id="u")
+    result = await o.process(phrase, user_id="u")
+    assert result.status is AgentStatus.CANCELLED, result.raw_message

@@ -220,3 +220,20 @@ def test_lexical_part_separates_agents_the_embeddings_cannot() -> None:
     assert off.predict(query, texts=["book a flight tomorrow"])[0].confidence == pytest.approx(p_without)
     with pytest.raises(ConfigurationError):
         clf.predict(np.vstack([query, query]), texts=["one text for two vectors"])
+
+
+async def test_the_semantic_strategy_takes_the_orchestrators_threshold(embedder: LocalEmbedder) -> None:
+    weather = ["what's the weather", "will it rain tomorrow", "forecast for paris", "is it sunny today"]
+    balance = ["what's my checking balance", "how much money do i have", "show my account balance"]
+    agents = [
+        flowagent(name=name, examples=examples)(type(name, (StandardAgent,), {}))
+        for name, examples in (("thr_weather", weather), ("thr_balance", balance))
+    ]
+    replies = []
+    for threshold in (0.5, 0.3):  # "umbrella" is a weak (about 0.4) match for the weather agent
+        orchestrator = Orchestrator(
+            agents=agents, routing_strategy="semantic", embedder=embedder, no_match_threshold=threshold
+        )
+        replies.append((await orchestrator.process("umbrella", user_id="u")).agent_name)
+        await orchestrator.close()
+    assert replies == [None, "thr_weather"]

@@ -12,11 +12,18 @@ STRATEGIES = ("trigger", "llm", "hybrid", "semantic")
 
 
 def make_router(
-    strategy: str | Router, *, llm_client: Any = None, embedder: Any = None, cache_dir: str | None = None
+    strategy: str | Router,
+    *,
+    llm_client: Any = None,
+    embedder: Any = None,
+    cache_dir: str | None = None,
+    no_match_threshold: float = 0.5,
 ) -> Router:
     """A router for a strategy name, or the given router object itself.
 
-    `cache_dir` keeps the semantic stage's example embeddings on disk (semantic and hybrid routing).
+    `cache_dir` keeps the semantic stage's example embeddings on disk (semantic and hybrid routing);
+    `no_match_threshold` is the confidence below which the router answers no match (for agents without
+    a threshold of their own).
     """
     if not isinstance(strategy, str):
         return strategy
@@ -32,16 +39,17 @@ def make_router(
 
         if strategy == "llm":
             return LLMRouter(llm_client)
-        return HybridRouter(llm_client, embedder=embedder, cache_dir=cache_dir)
+        return HybridRouter(llm_client, embedder=embedder, cache_dir=cache_dir, threshold=no_match_threshold)
     if strategy == "semantic":
         try:
-            from flowagents.routing.semantic import SemanticRouter
+            from flowagents.routing.semantic import SemanticConfig, SemanticRouter
         except ImportError as exc:
             raise ConfigurationError(
                 "routing_strategy='semantic' needs the semantic extra: "
                 f"pip install 'flowagents[semantic]' ({exc})."
             ) from None
-        return SemanticRouter(embedder=embedder, cache_dir=cache_dir)
+        config = SemanticConfig(threshold=no_match_threshold)
+        return SemanticRouter(embedder=embedder, cache_dir=cache_dir, config=config)
     raise ConfigurationError(
         f"Unknown routing_strategy {strategy!r}; use one of {', '.join(STRATEGIES)} or a Router object."
     )

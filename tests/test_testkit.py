@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from flowagents import AgentResult, AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
+from flowagents import (
+    AgentResult,
+    AgentStatus,
+    InputField,
+    Orchestrator,
+    StandardAgent,
+    StoreError,
+    flowagent,
+)
+from flowagents.storage.memory import MemoryStore
 from flowagents.testing import ConversationDriver, PlatformConversation, RecordingOrchestrator, Transcript
 
 pytest_plugins = ["flowagents.testing.driver"]
@@ -35,6 +44,26 @@ class KitStoryAgent(StandardAgent):
     async def on_running(self, msg: str) -> AsyncIterator[str]:
         for word in ("Once ", "upon ", "a time."):
             yield word
+
+
+class KitGuarded(Orchestrator):
+    """Refuses "spam" with a reply and "hush" without one; a hook bug for "crash"."""
+
+    async def prepare_context(self, message: str, context: dict[str, Any]) -> dict[str, Any]:
+        if "crash" in message:
+            raise RuntimeError("bug in a hook")
+        return context
+
+    async def should_process(self, message: str, context: dict[str, Any]) -> bool:
+        return "spam" not in message and "hush" not in message
+
+    async def rejection_reply(self, message: str, context: dict[str, Any]) -> str:
+        return "No spam, please." if "spam" in message else ""
+
+
+class KitStoreDown(MemoryStore):
+    async def claim_delivery(self, delivery_id: str, lease_seconds: float) -> bool:
+        raise StoreError("the store is down")
 
 
 @pytest.fixture
@@ -91,6 +120,24 @@ async def test_participants_and_duplicate_deliveries(conversation: ConversationD
     (await bob.say("small")).expect_no_match()  # bob has no pizza order waiting
     (await conversation.say("small")).expect_question(field="count")
     assert conversation.active_agent is not None and conversation.active_agent.asking == "count"
+
+
+async def test_expect_rejected_passes_for_a_refusal_only() -> None:
+    async with ConversationDriver.for_agents([KitPizzaAgent], orchestrator_class=KitGuarded) as chat:
+        (await chat.say("kit pizza spam")).expect_rejected(contains="No spam")
+        (await chat.say("kit pizza hush")).expect_rejected().expect_reply(equals="")
+        crashed = await chat.say("kit pizza crash")
+    crashed.expect_error("internal_error").expect_status(AgentStatus.FAILED)
+    with pytest.raises(AssertionError) as caught:
+        crashed.expect_rejected()
+    message = str(caught.value)
+    assert "but the turn failed (internal_error)" in message and "> kit pizza crash" in message
+    assert "[error]" in message and "[result]" in message
+    async with ConversationDriver.for_agents([KitPizzaAgent], store=KitStoreDown()) as chat:
+        outage = await chat.say("kit pizza", delivery_id="ev-1")
+    outage.expect_error("store_unavailable")
+    with pytest.raises(AssertionError, match=r"the turn failed \(store_unavailable\)"):
+        outage.expect_rejected()
 
 
 async def test_stream_yields_events_as_they_happen(conversation: ConversationDriver) -> None:

@@ -204,8 +204,11 @@ class Transcript:
         return self
 
     def expect_rejected(self, contains: str | None = None) -> Transcript:
-        """A guard (`should_process`) refused the message; nothing ran."""
+        """A guard (`should_process`) refused the message; nothing ran (and nothing failed)."""
         result = self._result()
+        if result.status is AgentStatus.FAILED or self.errors:
+            codes = ", ".join(e.code for e in self.errors) or result.error or "failed"
+            raise self._fail(f"expected the message to be refused by a guard, but the turn failed ({codes})")
         if result.processed or result.duplicate:
             raise self._fail("expected the message to be refused by a guard")
         if contains is not None and contains not in self.text:

@@ -46,6 +46,12 @@ class KitStoryAgent(StandardAgent):
             yield word
 
 
+@flowagent(triggers=["kit silent"], description="Finish without a word (test kit)")
+class KitSilentAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(AgentStatus.COMPLETED)  # no text: Discord shows "Done.", Slack nothing
+
+
 class KitGuarded(Orchestrator):
     """Refuses "spam" with a reply and "hush" without one; a hook bug for "crash"."""
 
@@ -59,6 +65,9 @@ class KitGuarded(Orchestrator):
 
     async def rejection_reply(self, message: str, context: dict[str, Any]) -> str:
         return "No spam, please." if "spam" in message else ""
+
+
+QUIET_AGENTS = [KitStoryAgent, KitSilentAgent]
 
 
 class KitStoreDown(MemoryStore):
@@ -160,6 +169,26 @@ async def test_a_slack_conversation_behind_the_same_interface() -> None:
     assert turns[1].platform_text == "Which size?"
 
 
+async def test_slack_platform_text_is_only_this_turns_answer() -> None:
+    from flowagents.testing.slack import FakeSlack, SlackTestBot
+
+    async with (
+        ConversationDriver.for_agents(QUIET_AGENTS, orchestrator_class=KitGuarded) as local,
+        FakeSlack() as fake,
+    ):
+        recorder = RecordingOrchestrator(local.orchestrator)
+        async with SlackTestBot(fake, recorder, workspace=fake.add_workspace("T1KIT")) as bot:
+            chat = PlatformConversation.over_slack(bot, team_id="T1KIT", user="U1")
+            story = await chat.say("kit story")
+            silent = await chat.say("kit silent")
+            hushed = await chat.say("hush")
+    assert story.platform_text == "Once upon a time."
+    silent.expect_completed(agent="KitSilentAgent").expect_reply(equals="")
+    assert silent.platform_text == ""  # Slack posts nothing for an empty answer
+    hushed.expect_rejected()
+    assert hushed.platform_text == ""
+
+
 async def test_a_discord_conversation_behind_the_same_interface() -> None:
     from adapters.discord import DiscordChannel
     from flowagents.testing.discord import FakeDiscord
@@ -185,6 +214,65 @@ async def test_a_discord_conversation_behind_the_same_interface() -> None:
     pizza.expect_question(field="size")
     size.expect_question(field="count").expect_reply(equals="How many?")
     assert size.platform_text == "How many?"
+
+
+async def test_discord_turns_without_text_settle() -> None:
+    from adapters.discord import DiscordChannel
+    from flowagents.testing.discord import FakeDiscord
+
+    async with (
+        ConversationDriver.for_agents(QUIET_AGENTS, orchestrator_class=KitGuarded) as local,
+        FakeDiscord() as fake,
+    ):
+        recorder = RecordingOrchestrator(local.orchestrator)
+        channel = DiscordChannel(
+            recorder, token=fake.token, api_url=fake.api_url, gateway_url=fake.gateway_url
+        )
+        runner = asyncio.create_task(channel.start())
+        try:
+            await channel.wait_until_ready(timeout=10)
+            chat = PlatformConversation.over_discord(fake, recorder, user_id=7)
+            story = await chat.say("kit story")
+            silent = await chat.say("kit silent")  # used to wait 10 s for the text, then TimeoutError
+            hushed = await chat.say("hush")
+            again = await chat.say("kit story")
+            shown = [m.content for m in fake.bot_messages(fake.dm_channel_id(7))]
+        finally:
+            await channel.stop()
+            await asyncio.wait_for(runner, 10)
+    assert story.platform_text == "Once upon a time."
+    silent.expect_completed(agent="KitSilentAgent").expect_reply(equals="")
+    assert silent.platform_text == "Done."
+    hushed.expect_rejected()
+    assert hushed.platform_text == ""  # a silent refusal: nothing shown (not the previous answer)
+    assert again.platform_text == "Once upon a time."
+    assert shown == ["Once upon a time.", "Done.", "Once upon a time."]  # each answer delivered by its say
+
+
+async def test_platform_conversation_names_what_never_settled() -> None:
+    async with ConversationDriver.for_agents([KitStoryAgent]) as local:
+        recorder = RecordingOrchestrator(local.orchestrator)
+        ignored = PlatformConversation(recorder, send=lambda text: asyncio.sleep(0), timeout=0.05)
+        with pytest.raises(TimeoutError, match=r"no turn for 'hello' reached the orchestrator in 0\.05 s"):
+            await ignored.say("hello")
+
+        delivering = asyncio.Event()
+        release = asyncio.Event()
+
+        async def platform_turn() -> None:  # reads the turn, then is slow to deliver it
+            async for _ in recorder.process_stream("kit story"):
+                pass
+            delivering.set()
+            await release.wait()
+
+        task = asyncio.create_task(platform_turn())
+        await delivering.wait()
+        turn = recorder.turns[-1]
+        with pytest.raises(TimeoutError, match=r"still delivering the answer to 'kit story' after 0\.05 s"):
+            await recorder.wait_delivered(turn, timeout=0.05)
+        release.set()
+        await recorder.wait_delivered(turn, timeout=5)
+        assert task.done()
 
 
 # ------------------------------------------------------------------------------------ docs examples

@@ -68,7 +68,7 @@ class Transcript:
     message: str
     events: list[StreamEvent] = field(default_factory=list)
     platform_text: str | None = None
-    """What the platform finally showed (platform conversations only)."""
+    """What the platform finally showed for this turn, "" for nothing (platform conversations only)."""
 
     # ------------------------------------------------------------------ reading
 
@@ -338,6 +338,7 @@ class RecordingOrchestrator:
     def __init__(self, orchestrator: Orchestrator) -> None:
         self._inner = orchestrator
         self.turns: list[Transcript] = []
+        self._consumers: list[asyncio.Task[Any] | None] = []  # the task that read each turn's stream
         self._changed = asyncio.Condition()
 
     def __getattr__(self, name: str) -> Any:
@@ -346,6 +347,7 @@ class RecordingOrchestrator:
     async def process_stream(self, message: str, *args: Any, **kwargs: Any) -> AsyncIterator[StreamEvent]:
         """The inner stream, recorded as a `Transcript` in `turns`."""
         transcript = Transcript(message=message)
+        consumer = asyncio.current_task()
         try:
             async for event in self._inner.process_stream(message, *args, **kwargs):
                 transcript.events.append(event)
@@ -353,6 +355,7 @@ class RecordingOrchestrator:
         finally:
             async with self._changed:
                 self.turns.append(transcript)
+                self._consumers.append(consumer)
                 self._changed.notify_all()
 
     async def wait_turns(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -360,14 +363,32 @@ class RecordingOrchestrator:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.turns) >= count)
 
+    async def wait_delivered(self, transcript: Transcript, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Until the task that read `transcript`'s stream has finished: the platform delivered that answer.
+
+        For channels that handle each message in a task of its own (the Discord channel does).
+        """
+        index = next(i for i, turn in enumerate(self.turns) if turn is transcript)
+        consumer = self._consumers[index]
+        if consumer is None or consumer is asyncio.current_task():
+            return
+        await asyncio.wait({consumer}, timeout=timeout)
+        if not consumer.done():
+            raise TimeoutError(
+                f"the platform was still delivering the answer to {transcript.message!r} after {timeout:g} s"
+                f"\nturn:\n{transcript}"
+            )
+
 
 class PlatformConversation:
     """A conversation over a platform fake, behind the same `say` as `ConversationDriver`.
 
     Give the channel a `RecordingOrchestrator` instead of the orchestrator. `send(text)` delivers a
-    message over the platform; `settle(transcript)` waits until the platform shows that turn's answer;
-    `shown()` returns the text the platform shows last (kept as `Transcript.platform_text`). The
-    `over_slack` and `over_discord` constructors set these up for the loopback fakes.
+    message over the platform; `settle(transcript)` waits until the platform has finished answering that
+    turn; `shown()` returns the text the platform shows last for it (kept as `Transcript.platform_text`).
+    The `over_slack` and `over_discord` constructors set these up for the loopback fakes: there
+    `platform_text` is the last message the bot posted after `send`, "" when it posted none (a guard that
+    refused without a reply).
     """
 
     def __init__(
@@ -377,11 +398,14 @@ class PlatformConversation:
         *,
         shown: Callable[[], str | None] | None = None,
         settle: Callable[[Transcript], Awaitable[Any]] | None = None,
+        timeout: float = 10.0,
     ) -> None:
         self.recorder = recorder
         self._send = send
         self._shown = shown
         self._settle = settle
+        self.timeout = timeout
+        """How long `say` waits for the platform to start the turn."""
 
     @classmethod
     def over_slack(
@@ -393,18 +417,27 @@ class PlatformConversation:
             raise TypeError("start the SlackTestBot with a RecordingOrchestrator(orchestrator)")
         dm = channel or f"D{user}"
         target = {"handled": 0}
+        earlier: set[str] = set()  # the bot's messages before this turn
 
         async def send(text: str) -> None:
             assert bot.channel is not None
             target["handled"] = bot.channel.events_handled + 1
+            earlier.clear()
+            earlier.update(m.ts for m in bot.fake.bot_messages(channel=dm))
             await bot.dm(team_id, user=user, text=text, channel=dm)
 
         async def settle(transcript: Transcript) -> None:
-            await bot.settle(target["handled"])
+            try:
+                await bot.settle(target["handled"])
+            except AssertionError as exc:
+                raise TimeoutError(
+                    f"Slack was still handling the message {transcript.message!r} ({exc})"
+                    f"\nturn:\n{transcript}"
+                ) from None
 
-        def shown() -> str | None:
-            messages = bot.fake.bot_messages(channel=dm)
-            return messages[-1].text if messages else None
+        def shown() -> str:
+            messages = [m for m in bot.fake.bot_messages(channel=dm) if m.ts not in earlier]
+            return messages[-1].text if messages else ""
 
         return cls(recorder, send, shown=shown, settle=settle)
 
@@ -414,28 +447,35 @@ class PlatformConversation:
     ) -> PlatformConversation:
         """Direct messages from `user_id` to a Discord channel on `fake` that was given `recorder`."""
         dm = fake.dm_channel_id(user_id)
+        earlier: set[int] = set()  # the bot's messages before this turn
 
         async def send(text: str) -> None:
+            earlier.clear()
+            earlier.update(m.id for m in fake.bot_messages(dm))
             await fake.user_message(text, user_id=user_id)
 
-        def shown() -> str | None:
-            messages = fake.bot_messages(dm)
-            return messages[-1].content if messages else None
+        def shown() -> str:
+            messages = [m for m in fake.bot_messages(dm) if m.id not in earlier]
+            return messages[-1].content if messages else ""
 
         async def settle(transcript: Transcript) -> None:
-            def delivered() -> bool:
-                last = (shown() or "").strip()
-                return bool(last) and transcript.text.strip().endswith(last)
-
-            await fake.wait_for(delivered)
+            # The channel answers each message in a task of its own: once it ends, the answer is shown
+            # ("Done." for a turn without text, nothing for a guard that refused silently).
+            await recorder.wait_delivered(transcript)
 
         return cls(recorder, send, shown=shown, settle=settle)
 
     async def say(self, text: str) -> Transcript:
-        """Deliver `text` over the platform and return the recorded turn once the platform shows it."""
+        """Deliver `text` over the platform; the recorded turn once the platform has answered it."""
         before = len(self.recorder.turns)
         await self._send(text)
-        await self.recorder.wait_turns(before + 1)
+        try:
+            await self.recorder.wait_turns(before + 1, self.timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no turn for {text!r} reached the orchestrator in {self.timeout:g} s: the platform ignored "
+                "the message or is still running the turn"
+            ) from None
         transcript = self.recorder.turns[before]
         if self._settle is not None:
             await self._settle(transcript)

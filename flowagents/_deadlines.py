@@ -16,18 +16,22 @@ TICK = 0.02
 
 
 class Deadlines:
-    """Cancels registered tasks when their deadline passes."""
+    """Cancels registered tasks when their deadline passes.
+
+    A task runs one turn at a time, but a turn abandoned mid-stream may clean up later: each deadline
+    belongs to the turn (`owner`) that armed it, and only that turn can disarm it.
+    """
 
     def __init__(self) -> None:
-        self._due: dict[asyncio.Task[object], float] = {}
-        self._paused: dict[asyncio.Task[object], float] = {}  # task -> seconds it had left
+        self._due: dict[asyncio.Task[object], tuple[float, object]] = {}  # task -> (deadline, owner)
+        self._paused: dict[asyncio.Task[object], tuple[float, object]] = {}  # task -> (seconds left, owner)
         self._expired: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the timer runs on
 
-    def arm(self, task: asyncio.Task[object], seconds: float) -> None:
-        """Cancel `task` if it is still armed `seconds` from now."""
-        self._due[task] = monotonic() + seconds  # the event loop's clock is time.monotonic too
+    def arm(self, task: asyncio.Task[object], seconds: float, owner: object) -> None:
+        """Cancel `task` if `owner` has not disarmed it `seconds` from now."""
+        self._due[task] = (monotonic() + seconds, owner)  # the event loop's clock is time.monotonic too
         loop = task.get_loop()
         if self._timer is None or self._loop is not loop:  # an orchestrator may outlive its first loop
             if self._timer is not None:
@@ -35,24 +39,28 @@ class Deadlines:
             self._loop = loop
             self._timer = loop.call_later(min(TICK, seconds), self._tick, loop)
 
-    def disarm(self, task: asyncio.Task[object]) -> None:
-        """The turn is over (or handled its timeout)."""
-        self._due.pop(task, None)
-        self._paused.pop(task, None)
+    def disarm(self, task: asyncio.Task[object], owner: object) -> None:
+        """`owner`'s turn is over (or handled its timeout)."""
+        due = self._due.get(task)
+        if due is not None and due[1] is owner:
+            del self._due[task]
+        paused = self._paused.get(task)
+        if paused is not None and paused[1] is owner:
+            del self._paused[task]
 
     def pause(self) -> None:
         """The current task leaves its turn for a while (to handle the events it streamed)."""
         task = asyncio.current_task()
         due = self._due.pop(task, None) if task is not None else None
         if due is not None and task is not None:
-            self._paused[task] = due - monotonic()
+            self._paused[task] = (due[0] - monotonic(), due[1])
 
     def resume(self) -> None:
         """The current task is back in its turn: its deadline runs on from where it paused."""
         task = asyncio.current_task()
         left = self._paused.pop(task, None) if task is not None else None
         if left is not None and task is not None:
-            self.arm(task, left)
+            self.arm(task, *left)
 
     def expired(self, task: asyncio.Task[object]) -> bool:
         """True (once) when this task was cancelled because its deadline passed; the cancel is absorbed."""
@@ -65,7 +73,7 @@ class Deadlines:
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         now = monotonic()
-        for task, due in list(self._due.items()):
+        for task, (due, _) in list(self._due.items()):
             if task.get_loop() is not loop:  # left over from an earlier loop: this timer cannot serve it
                 del self._due[task]
             elif due <= now:

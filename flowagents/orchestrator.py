@@ -862,7 +862,7 @@ class Orchestrator:
         timeout = spec.timeout if spec.timeout is not None else self.default_timeout
         task = asyncio.current_task() if timeout is not None else None
         if task is not None and timeout is not None:
-            self._deadlines.arm(task, timeout)
+            self._deadlines.arm(task, timeout, turn)
         # Bills the agent's LLM calls to its tenant.
         llm_tenant = current_tenant.set(context["tenant_id"]) if self.llm_client is not None else None
         try:
@@ -888,7 +888,7 @@ class Orchestrator:
             if llm_tenant is not None:
                 current_tenant.reset(llm_tenant)
             if task is not None:
-                self._deadlines.disarm(task)
+                self._deadlines.disarm(task, turn)
         if result.agent_name is None:
             _assign(result, agent_name=spec.name)
         if not result.data and record.values:

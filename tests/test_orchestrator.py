@@ -612,3 +612,19 @@ async def test_cancel_phrases_typed_as_phones_and_keyboards_do(phrase: str) -> N
     await o.process("time off", user_id="u")
     result = await o.process(phrase, user_id="u")
     assert result.status is AgentStatus.CANCELLED, result.raw_message
+
+
+async def test_a_stream_left_without_closing_does_not_take_the_next_turns_timeout() -> None:
+    gated = flowagent(triggers=["gated story"], name="TestGatedAbandoned")(
+        type("GatedAbandoned", (_Gated,), {"gate": asyncio.Event(), "ran_in": [], "cleaned_up": []})
+    )
+    o = Orchestrator(agents=[gated, Slow])
+    events = o.process_stream("gated story", user_id="u")
+    async for event in events:
+        if isinstance(event, MessageChunkEvent):
+            break  # no aclose(): asyncio closes the generator later, from a task of its own
+    del events
+    slow = await o.process("hang forever", user_id="v")  # in this same task
+    assert slow.status is AgentStatus.TIMED_OUT
+    assert gated.cleaned_up == [True]
+    await o.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -123,6 +124,22 @@ async def test_a_conversation_idle_past_the_ttl_expires(tmp_path: Path) -> None:
         finally:
             await drop(s)
             await s.close()
+
+
+async def test_the_memory_store_frees_conversations_nobody_came_back_to() -> None:
+    store = MemoryStore(idle_ttl_seconds=60)
+    tracemalloc.start()
+    try:
+        for i in range(5_000):  # abandoned mid-form more than a minute ago, never loaded again
+            await store.save(ConversationKey("T1", f"C{i}", "U"), record(age=61))
+        before = tracemalloc.get_traced_memory()[0]
+        store.purge_interval_seconds = 0  # the next save purges (every minute by default)
+        await store.save(KEY, record(age=0))
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert before - after > 1_000_000  # about 300 bytes each, given back
+    assert await store.load(KEY) is not None
 
 
 async def test_snapshot_filters_by_tenant(store: ConversationStore) -> None:

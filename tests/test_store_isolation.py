@@ -11,6 +11,7 @@ from _workers.support import PG_URL, RedisNamespace, free_port, redis_ns, requir
 
 from flowagents.errors import StoreError
 from flowagents.storage import ConversationKey, EventIsolation
+from flowagents.storage.memory import MemoryIsolation
 from flowagents.storage.postgres import PostgresIsolation
 from flowagents.storage.redis import RedisIsolation
 
@@ -218,3 +219,29 @@ async def test_a_waiting_message_that_is_cancelled_gives_up_its_place(redis_ns: 
     finally:
         await iso.close()
         await raw.aclose()
+
+
+async def test_a_waiting_turn_cancelled_as_the_holder_finishes_is_cancelled_not_failed() -> None:
+    isolation = MemoryIsolation()
+    key = ConversationKey("t", "c", "u")
+    gate = asyncio.Event()
+
+    async def hold() -> None:
+        async with isolation.lock(key):
+            await gate.wait()
+
+    async def wait_behind() -> None:
+        async with isolation.lock(key):
+            pass
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(wait_behind())
+    await asyncio.sleep(0)
+    gate.set()  # in the same loop pass: the holder finishes and the waiter is cancelled
+    waiter.cancel()
+    await holder
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    async with asyncio.timeout(1), isolation.lock(key):  # and the conversation is free
+        pass

@@ -14,6 +14,8 @@ from flowagents.storage.base import (
     checked_ttl,
 )
 
+_DELIVERIES_KEPT = 10_000  # delivery ids kept before the first pruning of expired ones
+
 
 class MemoryStore(ConversationStore):
     """Keeps records in a dict. State is lost when the process stops."""
@@ -21,8 +23,12 @@ class MemoryStore(ConversationStore):
     def __init__(self, *, idle_ttl_seconds: float = 24 * 3600, finished_ttl_seconds: float = 3600) -> None:
         self.idle_ttl_seconds = checked_ttl("idle_ttl_seconds", idle_ttl_seconds)
         self.finished_ttl_seconds = checked_ttl("finished_ttl_seconds", finished_ttl_seconds)
+        self.purge_interval_seconds = 60.0
+        """How often a save also drops the conversations that expired (nobody came back to them)."""
         self._records: dict[ConversationKey, ConversationRecord] = {}
+        self._last_purge = time.time()
         self._deliveries: dict[str, tuple[bool, float]] = {}  # id -> (done, expires_at)
+        self._prune_deliveries_above = _DELIVERIES_KEPT
 
     def _expired(self, record: ConversationRecord, now: float) -> bool:
         ttl = self.finished_ttl_seconds if record.status.is_terminal else self.idle_ttl_seconds
@@ -54,6 +60,11 @@ class MemoryStore(ConversationStore):
 
     async def save(self, key: ConversationKey, record: ConversationRecord) -> None:
         self._records[key] = record
+        now = time.time()
+        if now - self._last_purge >= self.purge_interval_seconds:
+            self._last_purge = now
+            for expired in [k for k, r in self._records.items() if self._expired(r, now)]:
+                del self._records[expired]
 
     async def delete(self, key: ConversationKey) -> None:
         self._records.pop(key, None)
@@ -63,8 +74,10 @@ class MemoryStore(ConversationStore):
         seen = self._deliveries.get(delivery_id)
         if seen is not None and seen[1] > now:
             return False
-        if len(self._deliveries) > 10_000:
+        if len(self._deliveries) > self._prune_deliveries_above:
             self._deliveries = {k: v for k, v in self._deliveries.items() if v[1] > now}
+            # Amortised: with many ids still kept, the next pruning waits until their number doubles.
+            self._prune_deliveries_above = max(_DELIVERIES_KEPT, 2 * len(self._deliveries))
         self._deliveries[delivery_id] = (False, now + lease_seconds)
         return True
 
@@ -118,7 +131,7 @@ class _Held:
         except asyncio.CancelledError:
             if ticket.done() and not ticket.cancelled():
                 self._release()  # handed over just as we were cancelled: pass it on
-            else:
+            elif ticket in waiters:  # (a release may already have passed over the cancelled ticket)
                 waiters.remove(ticket)
             raise
 

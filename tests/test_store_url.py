@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,21 @@ def test_every_store_refuses_an_expiry_it_cannot_keep(ttl: float, tmp_path: Path
             store_from_url(url, idle_ttl_seconds=ttl)
     with pytest.raises(ConfigurationError, match="finished_ttl_seconds"):
         MemoryStore(finished_ttl_seconds=ttl)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver", "extra"),
+    [
+        ("sqlite:///state.sqlite3", "aiosqlite", "sqlite"),
+        ("redis://localhost:6379/0", "redis", "redis"),
+        ("postgresql://bot@localhost/bot", "asyncpg", "postgres"),
+    ],
+)
+def test_a_store_whose_driver_is_not_installed_names_the_extra(
+    url: str, driver: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, driver, None)  # as if the extra were not installed
+    for store_module in ("sqlite", "redis", "postgres"):  # imported afresh, without the driver
+        monkeypatch.delitem(sys.modules, f"flowagents.storage.{store_module}", raising=False)
+    with pytest.raises(ConfigurationError, match=rf"pip install 'flowagents\[{extra}\]'"):
+        store_from_url(url)

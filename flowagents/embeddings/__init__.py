@@ -3,7 +3,8 @@
 `Embedder` is the protocol (`async embed(texts) -> (n, d) float32, unit rows`); `LocalEmbedder` runs
 all-MiniLM-L6-v2 offline (extra `semantic`); `OpenAIEmbedder` calls the embeddings API;
 `CachedEmbedder` + `EmbeddingCache` keep vectors on disk keyed by model id and text hash.
-`LocalEmbedder` is imported lazily so this package imports without the extra installed.
+The package needs numpy (the `semantic` extra); `LocalEmbedder` is imported lazily, so the model runtime
+(onnxruntime) loads only when it is used.
 """
 
 from __future__ import annotations

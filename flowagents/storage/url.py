@@ -15,9 +15,10 @@ one database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -55,7 +56,8 @@ def store_from_url(
     if problem is not None:
         raise ConfigurationError(f"FLOWAGENTS_STORE: {problem}")
     if raw == "" or scheme == "sqlite":
-        from flowagents.storage.sqlite import SQLiteStore
+        with _needs_extra("sqlite", "aiosqlite"):
+            from flowagents.storage.sqlite import SQLiteStore
 
         path = _sqlite_path(raw, data_dir)
         return SQLiteStore(path, **ttl), MemoryIsolation()
@@ -63,13 +65,16 @@ def store_from_url(
         return MemoryStore(**ttl), MemoryIsolation()
     if scheme in ("redis", "rediss", "unix"):
         from flowagents.storage.base import KeyBuilder
-        from flowagents.storage.redis import RedisIsolation, RedisStore
+
+        with _needs_extra("redis", "redis"):
+            from flowagents.storage.redis import RedisIsolation, RedisStore
 
         raw, prefix = _pop_query(raw, "prefix")
         keys = KeyBuilder(prefix) if prefix else KeyBuilder()
         return RedisStore(raw, keys=keys, **ttl), RedisIsolation(raw, keys=keys, lease_seconds=lease_seconds)
     if scheme in ("postgresql", "postgres"):
-        from flowagents.storage.postgres import PostgresIsolation, PostgresStore
+        with _needs_extra("postgres", "asyncpg"):
+            from flowagents.storage.postgres import PostgresIsolation, PostgresStore
 
         raw, prefix = _pop_query(raw, "prefix")
         tables: dict[str, Any] = {"table_prefix": prefix} if prefix else {}
@@ -78,6 +83,20 @@ def store_from_url(
         f"FLOWAGENTS_STORE has an unknown scheme {scheme!r}; use memory, sqlite:///path/to/file, "
         "redis://host:port/db or postgresql://user@host:port/db."
     )
+
+
+@contextlib.contextmanager
+def _needs_extra(extra: str, module: str) -> Iterator[None]:
+    """Turn the store's missing driver into a line saying which extra to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        raise ConfigurationError(
+            f"FLOWAGENTS_STORE: this store needs {module}: pip install 'flowagents[{extra}]' "
+            "(or 'flowagents[bot]' for every store and channel)."
+        ) from None
 
 
 def store_from_env(
@@ -107,7 +126,7 @@ def url_problem(url: str) -> str | None:
         return None
     try:
         from flowagents.storage.redis import url_problem as redis_url_problem
-    except ImportError:  # RedisStore says what to install
+    except ImportError:  # store_from_url says which extra to install
         return None
     return redis_url_problem(raw)
 

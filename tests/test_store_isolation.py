@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 import redis.asyncio as aioredis
-from _workers.support import PG_URL, RedisNamespace, free_port, redis_ns, require_service
+from _workers.support import PG_URL, RedisNamespace, SlowLink, free_port, redis_ns, require_service
 
 from flowagents.errors import StoreError
 from flowagents.storage import ConversationKey, EventIsolation
@@ -245,3 +246,71 @@ async def test_a_waiting_turn_cancelled_as_the_holder_finishes_is_cancelled_not_
         await waiter
     async with asyncio.timeout(1), isolation.lock(key):  # and the conversation is free
         pass
+
+
+async def _cancel_while_queueing(iso: RedisIsolation, link: SlowLink, on_the_wire: Awaitable[None]) -> None:
+    """Cancel a message once its enqueue is `on_the_wire` (held by `link`), then let traffic through."""
+
+    async def message() -> None:
+        async with iso.lock(KEY):
+            raise AssertionError("a cancelled message must not run")
+
+    task = asyncio.create_task(message())
+    await asyncio.wait_for(on_the_wire, 5)
+    task.cancel()
+    link.up = link.down = 0.0
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def _next_message_runs_at_once(iso: RedisIsolation, raw: aioredis.Redis, queue: str) -> None:
+    started = time.monotonic()
+    async with iso.lock(KEY):
+        pass
+    assert time.monotonic() - started < 1  # not a lease (5 s)
+    assert not await raw.exists(queue)
+
+
+async def test_a_message_cancelled_while_its_ticket_reply_is_on_the_wire_releases_it(
+    redis_ns: RedisNamespace,
+) -> None:
+    link = SlowLink()
+    iso = RedisIsolation(await link.start(), keys=redis_ns.keys, lease_seconds=5)
+    raw = aioredis.Redis.from_url(redis_ns.base)
+    queue = redis_ns.keys.lock(KEY)
+    try:
+        async with iso.lock(KEY):  # connected, scripts loaded
+            pass
+        link.down = 0.5  # the enqueue runs on Redis, its reply is late
+
+        async def ticket_in_redis() -> None:
+            while not await raw.llen(queue):  # noqa: ASYNC110 - polls Redis, no event to await
+                await asyncio.sleep(0.005)
+
+        await _cancel_while_queueing(iso, link, ticket_in_redis())
+        await _next_message_runs_at_once(iso, raw, queue)
+    finally:
+        await iso.close()
+        await raw.aclose()
+        await link.stop()
+
+
+async def test_a_cancelled_ticket_that_reaches_redis_after_its_release_is_not_queued(
+    redis_ns: RedisNamespace,
+) -> None:
+    link = SlowLink()
+    iso = RedisIsolation(await link.start(), keys=redis_ns.keys, lease_seconds=5)
+    raw = aioredis.Redis.from_url(redis_ns.base)
+    queue = redis_ns.keys.lock(KEY)
+    try:
+        async with iso.lock(KEY):
+            pass
+        link.up = 0.3  # the enqueue reaches Redis after the release sent on a fresh connection
+        await _cancel_while_queueing(iso, link, asyncio.sleep(0.05))  # sent, held by the link
+        await asyncio.sleep(0.5)  # the held enqueue has run by now
+        assert not await raw.exists(queue)
+        await _next_message_runs_at_once(iso, raw, queue)
+    finally:
+        await iso.close()
+        await raw.aclose()
+        await link.stop()

@@ -263,7 +263,19 @@ class RedisStore(ConversationStore):
 # A conversation's lock is a FIFO queue of tokens (a Redis list) plus one lease key per token. The token at
 # the head owns the conversation. A token whose lease key expired belongs to a dead worker: whoever finds it
 # at the head pops it. Scripts run atomically; lease keys are derived from the queue key (single Redis node).
+# A released token leaves a "gone" marker when its enqueue may still be on the wire (cancelled or reply
+# lost), so an enqueue that reaches Redis after the release queues nothing. A retried enqueue (reply lost to
+# a timeout, redis-py resends) keeps the token's place instead of queueing it twice.
 _ENQUEUE = """
+local state = redis.call('GET', KEYS[2])
+if state == 'gone' then return -1 end
+if state then
+  local pos = redis.call('LPOS', KEYS[1], ARGV[1])
+  if pos then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    return pos
+  end
+end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -291,7 +303,11 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 _RELEASE = """
-redis.call('DEL', KEYS[2])
+if ARGV[2] then
+  redis.call('SET', KEYS[2], 'gone', 'PX', ARGV[2])
+else
+  redis.call('DEL', KEYS[2])
+end
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
   redis.call('LPOP', KEYS[1])
   return 1
@@ -341,6 +357,7 @@ class RedisIsolation(EventIsolation):
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._enqueue_locks = MemoryIsolation()  # keeps one process's tickets in call order
+        self._releasing: set[asyncio.Task[None]] = set()
         self._where = redact(url)
 
     @property
@@ -378,8 +395,13 @@ class RedisIsolation(EventIsolation):
                 position = await self._scripts["enqueue"](
                     keys=[queue, alive], args=[token, lease_ms, queue_ms], client=client
                 )
-        except RedisError as exc:
-            raise self._error("queueing the message", exc) from exc
+        except BaseException as exc:
+            # The script may have run with its reply lost (cancelled, timeout): release the ticket in the
+            # background, marked gone in case the enqueue reaches Redis later, without delaying the error.
+            self._release(client, queue, alive, token, queue_ms)
+            if isinstance(exc, RedisError):
+                raise self._error("queueing the message", exc) from exc
+            raise
         renewer = asyncio.create_task(self._renew(queue, alive, lease_ms, queue_ms))
         try:
             if self.on_queued is not None:
@@ -391,10 +413,26 @@ class RedisIsolation(EventIsolation):
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            try:
-                await self._scripts["release"](keys=[queue, alive], args=[token], client=client)
-            except RedisError as exc:
-                log.warning("could not release a conversation lease (%s); it will expire", type(exc).__name__)
+            # Shielded: a second cancellation must not leave the ticket at the head of the queue.
+            await asyncio.shield(self._release(client, queue, alive, token))
+
+    def _release(
+        self, client: aioredis.Redis, queue: str, alive: str, token: str, gone_ms: int | None = None
+    ) -> asyncio.Task[None]:
+        """Drop a ticket in a task of its own (kept until done); `gone_ms`: refuse its enqueue that long."""
+        task = asyncio.create_task(self._release_now(client, queue, alive, token, gone_ms))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+        return task
+
+    async def _release_now(
+        self, client: aioredis.Redis, queue: str, alive: str, token: str, gone_ms: int | None
+    ) -> None:
+        args: list[str | int] = [token] if gone_ms is None else [token, gone_ms]
+        try:
+            await self._scripts["release"](keys=[queue, alive], args=args, client=client)
+        except RedisError as exc:
+            log.warning("could not release a conversation lease (%s); it will expire", type(exc).__name__)
 
     async def _wait_turn(
         self, key: ConversationKey, queue: str, alive: str, token: str, lease_ms: int, queue_ms: int
@@ -439,6 +477,8 @@ class RedisIsolation(EventIsolation):
                 log.error("a conversation lease expired (stalled worker?); another worker may take over")
 
     async def close(self) -> None:
+        if self._releasing:  # tickets being released still need the client
+            await asyncio.gather(*self._releasing, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -70,6 +71,54 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class SlowLink:
+    """A TCP proxy to the test Redis that holds what it reads `up` (requests) or `down` (replies) seconds.
+
+    The delay is the one set when a chunk is read, so a command already on its way keeps its delay after
+    the attribute changes; chunks keep their order on each connection.
+    """
+
+    def __init__(self) -> None:
+        self.up = 0.0
+        self.down = 0.0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> str:
+        """Listen on a free port; returns the Redis URL (test database) through the proxy."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/{REDIS_DB}"
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        redis_reader, redis_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
+        self._writers |= {client_writer, redis_writer}
+        await asyncio.gather(
+            self._pump(client_reader, redis_writer, "up"), self._pump(redis_reader, client_writer, "down")
+        )
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str) -> None:
+        try:
+            while data := await reader.read(65536):
+                delay: float = getattr(self, direction)
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+
+    async def stop(self) -> None:
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
 
 
 class RedisServer:

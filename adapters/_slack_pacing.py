@@ -89,6 +89,13 @@ class CallBudget:
         self._prune(now)
         return self._waiting > 0 or now < self._cool_off_until or self.limit.calls - len(self._slots) <= 1
 
+    @property
+    def idle(self) -> bool:
+        """True when nothing constrains a call: no call in the window, in flight or waiting, no cool-off."""
+        now = self._clock()
+        self._prune(now)
+        return not self._slots and not self._waiting and now >= self._cool_off_until
+
     def _take(self) -> list[float]:
         slot = [math.inf]
         self._slots.append(slot)
@@ -143,21 +150,45 @@ class CallBudget:
 
 
 class BudgetRegistry:
-    """Creates and keeps one :class:`CallBudget` per (workspace, method[, channel])."""
+    """Creates and keeps one :class:`CallBudget` per (workspace, method[, channel]).
 
-    def __init__(self, limits: Mapping[str, RateLimit] | None = None) -> None:
+    Every DM is a channel of its own, so while the registry holds more than ``keep`` budgets, the idle
+    ones are dropped (at most once a second: a sweep visits every budget).
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, RateLimit] | None = None,
+        *,
+        keep: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limits = dict(DEFAULT_SLACK_LIMITS)
         if limits:
             self._limits.update(limits)
         self._budgets: dict[tuple[str, str, str], CallBudget] = {}
+        self._keep = keep
+        self._clock = clock
+        self._next_sweep = 0.0
 
     def get(self, workspace: str, method: str, channel: str = "") -> CallBudget | None:
         """Budget for a call, or None when the method is not paced."""
         limit = self._limits.get(method)
         if limit is None:
             return None
+        if len(self._budgets) > self._keep:
+            self._drop_idle()
         key = (workspace, method, channel if method in PER_CHANNEL_METHODS else "")
         budget = self._budgets.get(key)
         if budget is None:
-            budget = self._budgets[key] = CallBudget(limit)
+            budget = self._budgets[key] = CallBudget(limit, clock=self._clock)
         return budget
+
+    def _drop_idle(self) -> None:
+        now = self._clock()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 1.0
+        # An idle budget holds nothing, so a fresh one for its key enforces the same limit. Callers hold on
+        # to a budget across an await only while it is busy (a slot taken or awaited, or a cool-off).
+        self._budgets = {key: budget for key, budget in self._budgets.items() if not budget.idle}

@@ -1,7 +1,10 @@
-"""Page splitting and help embeds of the Discord channel."""
+"""Page splitting, help embeds and edit pacing of the Discord channel."""
 
 from __future__ import annotations
 
+import asyncio
+
+from adapters._discord_pacer import EditPacer
 from adapters._discord_text import EMBED_LIMIT, help_embed, split_pages, split_point, strip_mentions
 from flowagents import AgentInfo
 
@@ -66,3 +69,35 @@ def test_help_embed_says_how_many_agents_it_left_out() -> None:
     assert len(embed) <= EMBED_LIMIT and len(embed.fields) <= 25
     left_out = 40 - len(embed.fields)
     assert left_out > 15 and f"{left_out} more not listed" in (embed.description or "")
+
+
+async def test_the_pacer_forgets_idle_dm_channels_and_keeps_limiting_busy_ones() -> None:
+    pacer = EditPacer(per_channel=(1, 0.2), per_bot=(10_000, 1.0), margin=0.0, keep=10)
+    loop = asyncio.get_running_loop()
+    for channel_id in range(1, 101):  # one edit in each of 100 DMs
+        async with pacer.slot(channel_id):
+            pass
+    assert len(pacer._channels) == 100 and not pacer._locks  # each DM's edit is still in its window
+    editing, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow_edit() -> None:
+        async with pacer.slot(1000):
+            editing.set()
+            await finish.wait()
+
+    slow = asyncio.create_task(slow_edit())
+    await editing.wait()
+    pacer.cool_off(2000, 0.5)
+    cooled_until = loop.time() + 0.5
+    await asyncio.sleep(0.25)  # every other window is past
+    async with pacer.slot(1):
+        pass
+    assert set(pacer._channels) == {1, 1000} and set(pacer._cool) == {2000} and set(pacer._locks) == {1000}
+    finish.set()
+    await slow
+    started = loop.time()
+    async with pacer.slot(1000):  # a full window after the slow edit's answer
+        assert loop.time() - started >= 0.19
+    async with pacer.slot(2000):  # still cooling off
+        assert loop.time() >= cooled_until - 0.01
+    assert not pacer._locks

@@ -105,6 +105,29 @@ def test_registry_shares_budgets_per_workspace_and_method() -> None:
     assert registry.get("T1", "auth.test") is None
 
 
+async def test_registry_drops_the_budgets_of_idle_dm_channels_and_keeps_the_busy_ones() -> None:
+    clock = Clock()
+    registry = BudgetRegistry(keep=10, clock=clock)
+    for i in range(100):  # one message in each of 100 DMs
+        dm = registry.get("T1", "chat.postMessage", f"D{i}")
+        assert dm is not None
+        async with dm.slot():
+            pass
+    assert len(registry._budgets) == 100  # each DM's message is still in its window
+    budget = registry.get("T1", "chat.postMessage", "D0")
+    assert budget is not None and budget.try_slot() is None
+    in_flight = registry.get("T1", "chat.postMessage", "Dslow")
+    cooling = registry.get("T1", "chat.postMessage", "Dlimited")
+    assert in_flight is not None and cooling is not None
+    cooling.cool_off(30.0)
+    async with in_flight.slot():
+        clock.now += 10.0  # every window is past
+        assert registry.get("T1", "chat.postMessage", "Dslow") is in_flight
+        assert set(registry._budgets) == {("T1", "chat.postMessage", c) for c in ("Dslow", "Dlimited")}
+        assert in_flight.try_slot() is None
+    assert registry.get("T1", "chat.postMessage", "Dlimited") is cooling and cooling.try_slot() is None
+
+
 @pytest.mark.parametrize(
     ("status", "body", "retried"),
     [

@@ -20,6 +20,7 @@ from typing import Any
 from flowagents.routing.base import AgentProfile, RoutingDecision
 
 _TOKEN = re.compile(r"[\w']+")  # letters and digits of any script (and apostrophes)
+_ASCII_TOKEN = re.compile(r"[a-z0-9_']+")  # the same on lower-cased ASCII text, without Unicode lookups
 
 FILLER_WORDS = frozenset(
     "a an the my me our your their this that some any to for of i we us please just in on at with".split()
@@ -57,7 +58,10 @@ def stem(token: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased word tokens, punctuation dropped (a typographic apostrophe is an apostrophe)."""
-    return _TOKEN.findall(text.lower().replace("\u2019", "'"))
+    lowered = text.lower()
+    if lowered.isascii():
+        return _ASCII_TOKEN.findall(lowered)
+    return _TOKEN.findall(lowered.replace("\u2019", "'"))  # what’s (as phones type it) is what's
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -204,7 +208,7 @@ class TriggerIndex:
         """Trigger order -> (penalty, trigger) of its best occurrence; the allocation-light core of `find`."""
         if not self._compiled:
             self.compile()
-        raw = _TOKEN.findall(message.lower().replace("\u2019", "'"))  # what’s (phones) is what's
+        raw = tokenize(message)
         n = len(raw)
         first = self._first
         fillers = FILLER_WORDS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable
 
@@ -271,16 +272,28 @@ async def _next_message_runs_at_once(iso: RedisIsolation, raw: aioredis.Redis, q
     assert not await raw.exists(queue)
 
 
-async def test_a_message_cancelled_while_its_ticket_reply_is_on_the_wire_releases_it(
+@contextlib.asynccontextmanager
+async def behind_a_slow_link(
     redis_ns: RedisNamespace,
-) -> None:
+) -> AsyncIterator[tuple[RedisIsolation, SlowLink, aioredis.Redis, str]]:
+    """A connected Redis isolation behind a `SlowLink`, a direct client and the conversation's queue key."""
     link = SlowLink()
     iso = RedisIsolation(await link.start(), keys=redis_ns.keys, lease_seconds=5)
     raw = aioredis.Redis.from_url(redis_ns.base)
-    queue = redis_ns.keys.lock(KEY)
     try:
         async with iso.lock(KEY):  # connected, scripts loaded
             pass
+        yield iso, link, raw, redis_ns.keys.lock(KEY)
+    finally:
+        await iso.close()
+        await raw.aclose()
+        await link.stop()
+
+
+async def test_a_message_cancelled_while_its_ticket_reply_is_on_the_wire_releases_it(
+    redis_ns: RedisNamespace,
+) -> None:
+    async with behind_a_slow_link(redis_ns) as (iso, link, raw, queue):
         link.down = 0.5  # the enqueue runs on Redis, its reply is late
 
         async def ticket_in_redis() -> None:
@@ -289,28 +302,14 @@ async def test_a_message_cancelled_while_its_ticket_reply_is_on_the_wire_release
 
         await _cancel_while_queueing(iso, link, ticket_in_redis())
         await _next_message_runs_at_once(iso, raw, queue)
-    finally:
-        await iso.close()
-        await raw.aclose()
-        await link.stop()
 
 
 async def test_a_cancelled_ticket_that_reaches_redis_after_its_release_is_not_queued(
     redis_ns: RedisNamespace,
 ) -> None:
-    link = SlowLink()
-    iso = RedisIsolation(await link.start(), keys=redis_ns.keys, lease_seconds=5)
-    raw = aioredis.Redis.from_url(redis_ns.base)
-    queue = redis_ns.keys.lock(KEY)
-    try:
-        async with iso.lock(KEY):
-            pass
+    async with behind_a_slow_link(redis_ns) as (iso, link, raw, queue):
         link.up = 0.3  # the enqueue reaches Redis after the release sent on a fresh connection
         await _cancel_while_queueing(iso, link, asyncio.sleep(0.05))  # sent, held by the link
         await asyncio.sleep(0.5)  # the held enqueue has run by now
         assert not await raw.exists(queue)
         await _next_message_runs_at_once(iso, raw, queue)
-    finally:
-        await iso.close()
-        await raw.aclose()
-        await link.stop()

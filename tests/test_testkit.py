@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -189,26 +190,31 @@ async def test_slack_platform_text_is_only_this_turns_answer() -> None:
     assert hushed.platform_text == ""
 
 
-async def test_a_discord_conversation_behind_the_same_interface() -> None:
+@contextlib.asynccontextmanager
+async def discord_chat(local: ConversationDriver, fake: Any) -> AsyncIterator[PlatformConversation]:
+    """A `PlatformConversation` with user 7 over a `DiscordChannel` connected to `fake`."""
     from adapters.discord import DiscordChannel
+
+    recorder = RecordingOrchestrator(local.orchestrator)
+    channel = DiscordChannel(recorder, token=fake.token, api_url=fake.api_url, gateway_url=fake.gateway_url)
+    runner = asyncio.create_task(channel.start())
+    try:
+        await channel.wait_until_ready(timeout=10)
+        yield PlatformConversation.over_discord(fake, recorder, user_id=7)
+    finally:
+        await channel.stop()
+        await asyncio.wait_for(runner, 10)
+
+
+async def test_a_discord_conversation_behind_the_same_interface() -> None:
     from flowagents.testing.discord import FakeDiscord
 
     async with ConversationDriver.for_agents([KitPizzaAgent, KitStoryAgent]) as local, FakeDiscord() as fake:
         fake.add_guild("Acme")
-        recorder = RecordingOrchestrator(local.orchestrator)
-        channel = DiscordChannel(
-            recorder, token=fake.token, api_url=fake.api_url, gateway_url=fake.gateway_url
-        )
-        runner = asyncio.create_task(channel.start())
-        try:
-            await channel.wait_until_ready(timeout=10)
-            chat = PlatformConversation.over_discord(fake, recorder, user_id=7)
+        async with discord_chat(local, fake) as chat:
             story = await chat.say("kit story")
             pizza = await chat.say("kit pizza")
             size = await chat.say("large")
-        finally:
-            await channel.stop()
-            await asyncio.wait_for(runner, 10)
     story.expect_completed(agent="KitStoryAgent")
     assert story.platform_text == "Once upon a time."
     pizza.expect_question(field="size")
@@ -217,29 +223,18 @@ async def test_a_discord_conversation_behind_the_same_interface() -> None:
 
 
 async def test_discord_turns_without_text_settle() -> None:
-    from adapters.discord import DiscordChannel
     from flowagents.testing.discord import FakeDiscord
 
     async with (
         ConversationDriver.for_agents(QUIET_AGENTS, orchestrator_class=KitGuarded) as local,
         FakeDiscord() as fake,
+        discord_chat(local, fake) as chat,
     ):
-        recorder = RecordingOrchestrator(local.orchestrator)
-        channel = DiscordChannel(
-            recorder, token=fake.token, api_url=fake.api_url, gateway_url=fake.gateway_url
-        )
-        runner = asyncio.create_task(channel.start())
-        try:
-            await channel.wait_until_ready(timeout=10)
-            chat = PlatformConversation.over_discord(fake, recorder, user_id=7)
-            story = await chat.say("kit story")
-            silent = await chat.say("kit silent")  # used to wait 10 s for the text, then TimeoutError
-            hushed = await chat.say("hush")
-            again = await chat.say("kit story")
-            shown = [m.content for m in fake.bot_messages(fake.dm_channel_id(7))]
-        finally:
-            await channel.stop()
-            await asyncio.wait_for(runner, 10)
+        story = await chat.say("kit story")
+        silent = await chat.say("kit silent")  # used to wait 10 s for the text, then TimeoutError
+        hushed = await chat.say("hush")
+        again = await chat.say("kit story")
+        shown = [m.content for m in fake.bot_messages(fake.dm_channel_id(7))]
     assert story.platform_text == "Once upon a time."
     silent.expect_completed(agent="KitSilentAgent").expect_reply(equals="")
     assert silent.platform_text == "Done."

@@ -38,12 +38,10 @@ class MemoryStore(ConversationStore):
         record = self._records.get(key)
         if record is None:
             return None
-        finished = record.status.is_terminal
-        ttl = self.finished_ttl_seconds if finished else self.idle_ttl_seconds
-        if time.time() - record.updated_at > ttl:
+        if self._expired(record, time.time()):
             del self._records[key]
             return None
-        if finished:  # a finished conversation is only read (a new one replaces it)
+        if record.status.is_terminal:  # a finished conversation is only read (a new one replaces it)
             return record
         # A copy of a live one, as the other stores give: a turn that changes it and never saves
         # (cancelled, abandoned) leaves the stored conversation as it was.

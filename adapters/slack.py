@@ -140,6 +140,7 @@ class SlackChannel:
                 "Slack needs SLACK_BOT_TOKEN (one workspace) "
                 "or SLACK_CLIENT_ID + SLACK_CLIENT_SECRET (OAuth install flow)."
             )
+        signing_secret = (signing_secret or "").strip() or None  # a blank one is no secret
         if not app_token and not signing_secret:
             raise ConfigurationError(
                 "Slack needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP events)."

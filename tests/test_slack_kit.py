@@ -215,3 +215,5 @@ def test_from_env_reads_slack_settings() -> None:
     assert http.needs_http
     with pytest.raises(ConfigurationError, match="SLACK_SIGNING_SECRET"):
         SlackChannel.from_env(orch, env={"SLACK_BOT_TOKEN": "xoxb-1"})
+    with pytest.raises(ConfigurationError, match="SLACK_SIGNING_SECRET"):  # blank is no secret
+        SlackChannel(orch, bot_token="xoxb-1", signing_secret="  ")

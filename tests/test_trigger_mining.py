@@ -60,6 +60,8 @@ def test_bad_settings_say_what_is_wrong() -> None:
         mine_triggers(EXAMPLES, min_precision=1.5)
     with pytest.raises(ConfigurationError, match="list of utterances"):
         mine_triggers({"balance": "what is my balance"})  # type: ignore[dict-item]
+    with pytest.raises(ConfigurationError, match="negatives must be a list"):
+        mine_triggers(EXAMPLES, negatives="nice weather we're having")
 
 
 async def test_mined_triggers_route_through_the_orchestrator() -> None:

@@ -61,6 +61,8 @@ class PhraseCounts:
         """Count the phrases of up to `max_words` words."""
         if max_words < 1:
             raise ConfigurationError("mine_triggers needs max_words >= 1.")
+        if isinstance(negatives, str):
+            raise ConfigurationError("negatives must be a list of utterances, not a string")
         per_agent: dict[str, dict[tuple[str, ...], set[int]]] = {}
         total: Counter[tuple[str, ...]] = Counter()
         spellings: dict[tuple[str, ...], Counter[tuple[str, ...]]] = defaultdict(Counter)

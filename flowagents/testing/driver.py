@@ -443,9 +443,10 @@ class PlatformConversation:
 
     @classmethod
     def over_discord(
-        cls, fake: FakeDiscord, recorder: RecordingOrchestrator, *, user_id: int
+        cls, fake: FakeDiscord, recorder: RecordingOrchestrator, *, user_id: int, timeout: float = 10.0
     ) -> PlatformConversation:
-        """Direct messages from `user_id` to a Discord channel on `fake` that was given `recorder`."""
+        """Direct messages from `user_id` to a Discord channel on `fake` that was given `recorder`;
+        `timeout` bounds the wait for each turn to start and for its answer to be delivered."""
         dm = fake.dm_channel_id(user_id)
         earlier: set[int] = set()  # the bot's messages before this turn
 
@@ -461,9 +462,9 @@ class PlatformConversation:
         async def settle(transcript: Transcript) -> None:
             # The channel answers each message in a task of its own: once it ends, the answer is shown
             # ("Done." for a turn without text, nothing for a guard that refused silently).
-            await recorder.wait_delivered(transcript)
+            await recorder.wait_delivered(transcript, timeout)
 
-        return cls(recorder, send, shown=shown, settle=settle)
+        return cls(recorder, send, shown=shown, settle=settle, timeout=timeout)
 
     async def say(self, text: str) -> Transcript:
         """Deliver `text` over the platform; the recorded turn once the platform has answered it."""

@@ -84,6 +84,7 @@ def test_credentials_never_appear_in_messages() -> None:
         ("redis://:s3cret@cache:6379/0?ssl_cert_reqs=bogus", "?ssl_cert_reqs= (TLS options need rediss://)"),
         ("rediss://:s3cret@cache:6379/0?ssl_cert_reqs=bogus", "invalid Redis URL option"),
         ("postgresql://bot:s3cret@db/bot?prefix=Bad-Prefix", "?prefix= must be lower-case"),
+        ("postgresql://bot:s3cret@db/bot?sslmode=bogus", "?sslmode= must be one of disable, allow"),
     ],
 )
 def test_malformed_store_urls_are_configuration_errors_naming_the_variable(url: str, expected: str) -> None:

@@ -29,6 +29,7 @@ from flowagents.storage.memory import MemoryIsolation, MemoryStore
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_SQLITE_FILE = "flowagents.sqlite3"
+_PG_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")  # libpq's, as asyncpg
 
 
 def default_sqlite_path(data_dir: str | Path | None = None) -> Path:
@@ -123,6 +124,9 @@ def url_problem(url: str) -> str | None:
     if scheme.startswith("postgres"):
         if prefix is not None and not re.fullmatch(r"[a-z_][a-z0-9_]*", prefix):
             return "?prefix= must be lower-case letters, digits and underscores (a PostgreSQL table prefix)"
+        _, sslmode = _pop_query(raw, "sslmode")
+        if sslmode is not None and sslmode not in _PG_SSLMODES:
+            return f"?sslmode= must be one of {', '.join(_PG_SSLMODES)}"
         return None
     try:
         from flowagents.storage.redis import url_problem as redis_url_problem

@@ -6,7 +6,15 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-__all__ = ["CHOICE_ACTION_PREFIX", "choice_blocks", "help_blocks", "split_at_boundary", "to_mrkdwn"]
+__all__ = [
+    "CHOICE_ACTION_PREFIX",
+    "choice_blocks",
+    "defuse_broadcasts",
+    "help_blocks",
+    "split_at_boundary",
+    "to_mrkdwn",
+    "unfinished_token",
+]
 
 CHOICE_ACTION_PREFIX = "flowagents_choice_"
 
@@ -18,11 +26,42 @@ _ITALIC_STAR = re.compile(r"(?<![*\w])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![*\w])")
 _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 _BULLET = re.compile(r"^(\s*)[-*+]\s+", re.M)
-_SLACK_TOKEN = re.compile(r"<(?:[@#!][^>\s]*|(?:https?|mailto):[^>\s]*)>")
+# Special mentions that notify a whole channel or user group (<!channel>, <!here|here>, <!subteam^S1>...).
+_BROADCAST = r"!(?:here|channel|everyone|group|subteam\^)"
+_SLACK_TOKEN = re.compile(rf"<(?:[@#][^>\s]*|!(?!{_BROADCAST[1:]})[^>\s]*|(?:https?|mailto):[^>\s]*)>", re.I)
+_BROADCAST_TOKEN = re.compile(rf"<(?={_BROADCAST}[^>\s]*>)", re.I)
+_MAX_TOKEN = 100  # longest unfinished <...> kept back from a stream until its end arrives
+
+
+def defuse_broadcasts(text: str) -> str:
+    """``text`` with its channel-wide and group mentions shown as text, not notifying anyone.
+
+    Answers often repeat what a user typed (or what a model was told to write): the bot must not ping
+    a whole channel on their behalf. A zero-width space after ``<`` keeps the text as it reads.
+    """
+    return _BROADCAST_TOKEN.sub("<\u200b", text)
+
+
+def unfinished_token(text: str) -> int:
+    """Where a trailing ``<...`` that may still become a Slack token (a mention) starts, else ``len(text)``.
+
+    A stream sends text in pieces: a mention split over two pieces would escape `defuse_broadcasts`.
+    """
+    at = text.rfind("<")
+    if at == -1:
+        return len(text)
+    tail = text[at:]
+    if ">" in tail or len(tail) > _MAX_TOKEN or any(c.isspace() for c in tail):
+        return len(text)
+    return at
 
 
 def _escape(text: str) -> str:
-    """Escape &, < and > as Slack requires, leaving Slack's own <@U..>, <#C..>, <!here>, <url> intact."""
+    """Escape &, < and > as Slack requires, leaving Slack's own <@U..>, <#C..>, <!date..>, <url> intact.
+
+    Channel-wide and group mentions (<!channel>, <!here>, <!everyone>, <!subteam^..>) are escaped too:
+    the bot never notifies a whole channel on behalf of what a user typed.
+    """
     out: list[str] = []
     pos = 0
     for m in _SLACK_TOKEN.finditer(text):

@@ -25,7 +25,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters._slack_format import split_at_boundary, to_mrkdwn
+from adapters._slack_format import defuse_broadcasts, split_at_boundary, to_mrkdwn, unfinished_token
 from adapters._slack_pacing import BudgetRegistry
 from flowagents import observability
 
@@ -182,9 +182,11 @@ class ReplyWriter:
             self._wake.clear()
             if self._done:
                 return  # finish() sends the rest itself
-            if not self._pending:
+            # A trailing "<..." waits for its end (or for finish()): a mention is sent whole, so defused.
+            cut = unfinished_token(self._pending)
+            if not cut:
                 continue
-            chunk, self._pending = self._pending, ""
+            chunk, self._pending = self._pending[:cut], self._pending[cut:]
             try:
                 await self._send(chunk)
             except (SlackApiError, _NoBudget) as exc:
@@ -239,7 +241,7 @@ class ReplyWriter:
                 await self._call(
                     "chat.appendStream",
                     lambda: self._client.chat_appendStream(
-                        channel=self._channel, ts=self._ts or "", markdown_text=text
+                        channel=self._channel, ts=self._ts or "", markdown_text=defuse_broadcasts(text)
                     ),
                 )
                 self._sent += text
@@ -275,7 +277,7 @@ class ReplyWriter:
                     lambda: self._client.chat_startStream(
                         channel=self._channel,
                         thread_ts=self._thread_ts or "",
-                        markdown_text=text,
+                        markdown_text=defuse_broadcasts(text),
                         recipient_team_id=self._recipient_team_id,
                         recipient_user_id=self._recipient_user_id,
                     ),

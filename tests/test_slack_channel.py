@@ -52,7 +52,19 @@ class SlackCrashAgent(StandardAgent):
         raise RuntimeError("database password is hunter2")
 
 
-AGENTS = [SlackBookingAgent, SlackStoryAgent, SlackEssayAgent, SlackCrashAgent]
+@flowagent(triggers=["take a note"], name="SlackNote", description="Notes something down.")
+class SlackNoteAgent(StandardAgent):
+    note = InputField("What should I note?", type=str)
+
+    async def on_running(self, msg: str) -> AsyncIterator[str]:  # type: ignore[override]
+        text = f"Noted: {self.note}"
+        for start in range(0, len(text), 3):  # small pieces: a mention may arrive split in two
+            yield text[start : start + 3]
+            await asyncio.sleep(0.01)
+
+
+AGENTS = [SlackBookingAgent, SlackStoryAgent, SlackEssayAgent, SlackCrashAgent, SlackNoteAgent]
+BROADCASTS = ("<!channel>", "<!here>", "<!everyone>", "<!subteam^S1|@devs>")
 
 
 def words(text: str) -> list[str]:
@@ -462,3 +474,26 @@ async def test_respond_to_bots_when_configured(fast_fake: FakeSlack, orchestrato
         )
         await bot.settle(1)
     assert len(fast_fake.bot_messages(channel="DU2")) == 1
+
+
+@pytest.mark.parametrize("where", ["dm", "thread"])
+async def test_broadcast_mentions_a_user_typed_are_not_echoed_as_pings(
+    fast_fake: FakeSlack, orchestrator: Orchestrator, where: str
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    note = "tell " + " and ".join(BROADCASTS) + " that <@U2> is late"  # what Slack sends for @channel etc.
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        if where == "dm":  # post and edit
+            await bot.dm("T1", user="U1", text="take a note", channel="D1")
+            await bot.settle(1)
+            await bot.dm("T1", user="U1", text=note, channel="D1")
+        else:  # native streaming in a thread
+            first = await bot.mention("T1", channel="C1", user="U1", text="take a note")
+            await bot.settle(1)
+            await bot.say("T1", channel="C1", user="U1", text=note, thread_ts=first.payload["event"]["ts"])
+        await bot.settle(2)
+    answer = fast_fake.bot_messages(team_id="T1")[-1].text
+    assert "is late" in answer
+    for ping in BROADCASTS:
+        assert ping not in answer  # the bot would notify the whole channel (or user group) for the user
+    assert "<@U2>" in answer  # a single person's mention is what the user could send themselves

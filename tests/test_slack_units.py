@@ -7,7 +7,13 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from adapters._slack_format import help_blocks, split_at_boundary, to_mrkdwn
+from adapters._slack_format import (
+    defuse_broadcasts,
+    help_blocks,
+    split_at_boundary,
+    to_mrkdwn,
+    unfinished_token,
+)
 from adapters._slack_pacing import BudgetRegistry, CallBudget, RateLimit
 from adapters._slack_reply import web_api_retry_handlers
 from flowagents import AgentInfo
@@ -23,12 +29,27 @@ from flowagents import AgentInfo
         ("# Title\n- one\n- two", "*Title*\n• one\n• two"),
         ("a < b && c > d", "a &lt; b &amp;&amp; c &gt; d"),
         ("hi <@U123> in <#C1>", "hi <@U123> in <#C1>"),
+        ("<!date^1700000000^{date}|Nov-14>", "<!date^1700000000^{date}|Nov-14>"),
+        (
+            "<!channel> <!Here|here> <!subteam^S1|@devs>",
+            "&lt;!channel&gt; &lt;!Here|here&gt; &lt;!subteam^S1|@devs&gt;",
+        ),
         ("`**not bold**`", "`**not bold**`"),
         ("```python\nx = **y**\n```", "```\nx = **y**\n```"),
     ],
 )
 def test_markdown_becomes_slack_mrkdwn(markdown: str, mrkdwn: str) -> None:
     assert to_mrkdwn(markdown) == mrkdwn
+
+
+def test_streamed_markdown_never_carries_a_channel_wide_mention() -> None:
+    assert defuse_broadcasts("hey <!everyone>, <@U1> and <!date^1^{date}|x>") == (
+        "hey <\u200b!everyone>, <@U1> and <!date^1^{date}|x>"
+    )
+    # A stream keeps back a trailing "<..." that may still become a mention, and only that.
+    assert unfinished_token("ping <!chan") == len("ping ")
+    assert unfinished_token("a < b") == len("a < b")
+    assert unfinished_token("done <@U1>") == len("done <@U1>")
 
 
 def test_split_prefers_paragraph_then_word_boundaries_and_loses_nothing() -> None:

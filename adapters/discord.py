@@ -594,7 +594,14 @@ class DiscordChannel:
     def _turn_for(
         self, text: str, guild_id: int | None, channel_id: int | None, user_id: int, delivery: int
     ) -> _Turn:
-        metadata = {"platform": "discord", "guild_id": guild_id, "channel_id": channel_id, "user_id": user_id}
+        metadata = {
+            "platform": "discord",
+            "guild_id": guild_id,
+            "channel_id": channel_id,
+            "user_id": user_id,
+            # DMs share one tenant but no team: per-tenant budgets (the rate limit) must not join them.
+            "shared_tenant": guild_id is not None,
+        }
         return _Turn(
             text=text,
             tenant_id=self._tenant(guild_id),

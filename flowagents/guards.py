@@ -113,6 +113,10 @@ class RateLimit:
 
     `per_user=(20, 60)` allows bursts of 20 and 20 messages a minute on average. A refused message does
     not use up the budget. With several bot processes each keeps its own budget (see docs/operations.md).
+
+    A message whose context metadata says `shared_tenant=False` counts against its user's budget only: its
+    tenant gathers unrelated people rather than one team (the Discord channel sets it on DMs, which all
+    share the tenant `discord-dm`), so some of them must not use up everyone's budget.
     """
 
     name = "rate_limit"
@@ -130,22 +134,23 @@ class RateLimit:
     async def check(self, message: str, context: dict[str, Any]) -> str | None:
         tenant = context.get("tenant_id")
         user_key = (tenant, context.get("user_id"))
+        tenants = self.tenants if (context.get("metadata") or {}).get("shared_tenant", True) else None
         if self.users is not None and not self.users.available(user_key):
             wait = self.users.retry_after(user_key)
             return (
                 "You're sending messages faster than I can keep up. "
                 f"Please wait {_seconds(wait)} and try again."
             )
-        if self.tenants is not None and not self.tenants.available(tenant):
-            wait = self.tenants.retry_after(tenant)
+        if tenants is not None and not tenants.available(tenant):
+            wait = tenants.retry_after(tenant)
             return (
                 "I'm getting a lot of messages from your team right now. "
                 f"Please try again in {_seconds(wait)}."
             )
         if self.users is not None:
             self.users.take(user_key)
-        if self.tenants is not None:
-            self.tenants.take(tenant)
+        if tenants is not None:
+            tenants.take(tenant)
         return None
 
 

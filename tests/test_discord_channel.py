@@ -15,6 +15,7 @@ from adapters import discord as discord_adapter
 from adapters.discord import DEFAULT_DM_TENANT, RESTARTING, DiscordChannel
 from flowagents import AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
 from flowagents.errors import ConfigurationError
+from flowagents.guards import RateLimit
 from flowagents.testing._discord_rest import Request, error
 from flowagents.testing.discord import FakeDiscord, FakeDiscordConfig, FakeGuild, FakeInteraction
 
@@ -99,6 +100,9 @@ AGENTS = [
     DiscordSlowAgent,
     DiscordChattyAgent,
 ]
+
+
+STORY = "Once upon a time there was a bot."
 
 
 @dataclass
@@ -286,6 +290,24 @@ async def test_no_match_becomes_a_help_reply(env: Env) -> None:
     last = fake.interaction_messages(inter)[-1]
     assert last.content.strip()
     assert "DiscordStory" in [f["name"] for f in last.embeds[0]["fields"]]
+
+
+async def test_dm_senders_do_not_share_a_servers_rate_budget(env: Env) -> None:
+    fake = env.fake
+    env.orchestrator.guards = [RateLimit(per_user=(5, 60), per_tenant=(2, 60))]
+    for user in (21, 22, 23):  # three people, one DM each: the DM tenant is no team
+        await fake.user_message("tell story", user_id=user)
+    for user in (21, 22, 23):
+        dm = fake.dm_channel_id(user)
+        await fake.wait_for(lambda dm=dm: [m.content for m in fake.bot_messages(dm)] == [STORY])
+    for user in (24, 25, 26):  # a server is one team: its budget is shared
+        await fake.user_message(
+            "tell story", user_id=user, guild_id=env.guild.id, channel_id=env.channel_id, mention_bot=True
+        )
+    busy = "I'm getting a lot of messages from your team right now. Please try again in 30 seconds."
+    await fake.wait_for(
+        lambda: sorted(m.content for m in fake.bot_messages(env.channel_id)) == sorted([STORY, STORY, busy])
+    )
 
 
 async def test_two_servers_with_the_same_user_id_are_kept_apart(env: Env) -> None:

@@ -66,6 +66,25 @@ async def test_users_are_limited_separately_and_the_tenant_as_a_whole() -> None:
         (await other_tenant.say("hello")).expect_no_match()
 
 
+async def test_a_tenant_of_unrelated_people_does_not_share_one_budget() -> None:
+    # All Discord DMs share one tenant: one group of senders must not lock every other DM user out.
+    clock = FakeClock()
+    guard = RateLimit(per_user=(2, 60), per_tenant=(3, 60), clock=clock)
+    dm = {"platform": "discord", "shared_tenant": False}
+    async with ConversationDriver.for_agents(
+        [GuardedOrderAgent],
+        orchestrator_class=GuardedOrchestrator,
+        guards=[guard],
+        tenant_id="discord-dm",
+        user_id="u1",
+    ) as first:
+        for n in range(1, 5):
+            sender = first.as_user(f"u{n}")
+            (await sender.say("hello", metadata=dm)).expect_no_match()
+            (await sender.say("hello", metadata=dm)).expect_no_match()
+            (await sender.say("hello", metadata=dm)).expect_rejected(contains="faster than I can keep up")
+
+
 async def test_refused_messages_do_not_use_up_the_budget() -> None:
     clock = FakeClock()
     guard = RateLimit(per_user=(1, 10), per_tenant=None, clock=clock)

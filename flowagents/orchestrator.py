@@ -391,9 +391,10 @@ class Orchestrator:
         tenant = tenant_id or self.default_tenant
         user = user_id or "anonymous"
         key = ConversationKey(tenant, conversation_id or user, user)
-        if delivery_id is not None:
+        claim_id = None if delivery_id is None else _delivery_key(tenant, delivery_id)
+        if delivery_id is not None and claim_id is not None:
             try:
-                claimed = await self.store.claim_delivery(delivery_id, self.delivery_lease_seconds)
+                claimed = await self.store.claim_delivery(claim_id, self.delivery_lease_seconds)
             except Exception as exc:
                 return self._failure(key, exc, sink, _STORE_DOWN, "store_unavailable")
             if not claimed:
@@ -436,14 +437,14 @@ class Orchestrator:
             log.exception("turn failed in %s: %s", type(self).__name__, type(exc).__name__, exc_info=exc)
             failure = self._failure(key, exc, sink, _INTERNAL_ERROR, "internal_error", turn)
         else:
-            if delivery_id is not None:
+            if claim_id is not None:
                 try:
-                    await self.store.finish_delivery(delivery_id, self.delivery_keep_seconds)
+                    await self.store.finish_delivery(claim_id, self.delivery_keep_seconds)
                 except Exception:
                     log.warning("could not mark delivery as done", extra={"tenant_id": key.tenant_id})
             return result
-        if delivery_id is not None:
-            await self._release_delivery(delivery_id)
+        if claim_id is not None:
+            await self._release_delivery(claim_id)
         return failure
 
     async def _post_process(self, result: AgentResult, context: dict[str, Any], turn: _Turn) -> AgentResult:
@@ -939,6 +940,11 @@ class Orchestrator:
         await self.store.save(key, record)
         turn.say(f"Cancelled: {spec.description}.".replace("..", "."))
         return self._stamp(AgentResult(status=AgentStatus.CANCELLED, agent_name=spec.name), key, turn)
+
+
+def _delivery_key(tenant_id: str, delivery_id: str) -> str:
+    """The store's key of a delivery: its id within its tenant (ids need not be unique across tenants)."""
+    return f"{len(tenant_id)}:{tenant_id}:{delivery_id}"
 
 
 def _is_cancel(message: str) -> bool:

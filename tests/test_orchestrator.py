@@ -336,6 +336,16 @@ async def test_duplicate_delivery_is_answered_once(orch: Orchestrator) -> None:
     assert [e.type for e in events] == ["duplicate"]
 
 
+async def test_the_same_delivery_id_in_another_tenant_is_not_a_duplicate(orch: Orchestrator) -> None:
+    # An id may be unique only within its workspace: one tenant's id must not swallow another's message.
+    first = await orch.process("book a table", tenant_id="acme", user_id="u", delivery_id="msg-1")
+    other = await orch.process("book a table", tenant_id="globex", user_id="u", delivery_id="msg-1")
+    assert first.processed and other.processed and not other.duplicate
+    assert other.raw_message == first.raw_message
+    again = await orch.process("book a table", tenant_id="globex", user_id="u", delivery_id="msg-1")
+    assert again.duplicate
+
+
 async def test_agent_pool_lists_and_cleans_up(orch: Orchestrator) -> None:
     await orch.process("book a table", tenant_id="t", user_id="a")
     await orch.process("tell a story", tenant_id="t", user_id="b")

@@ -8,6 +8,8 @@ Routes (added to the bot's aiohttp app, which binds 127.0.0.1 in this mode):
   line with the conversation's active agents;
 - `GET /api/agents?tenant_id=` the agent catalog; `GET /api/active?tenant_id=&user_id=&conversation_id=`
   the active agents of that conversation (of the whole tenant without `user_id`).
+
+Every route answers only requests addressed to 127.0.0.1, localhost or [::1] (see `_local_only`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from flowagents import Orchestrator
 log = logging.getLogger("bot.playground")
 
 PAGE = Path(__file__).with_name("static") / "playground.html"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Host names the playground answers to; any other (a DNS-rebound web site) is refused."""
 
 
 class SayRequest(BaseModel):
@@ -47,10 +52,10 @@ class Playground:
 
     def attach(self, app: web.Application) -> None:
         """Add the page and its API to the bot's aiohttp app."""
-        app.router.add_get("/", self._page)
-        app.router.add_post("/api/say", self._say)
-        app.router.add_get("/api/agents", self._agents)
-        app.router.add_get("/api/active", self._active)
+        app.router.add_get("/", _local_only(self._page))
+        app.router.add_post("/api/say", _local_only(self._say))
+        app.router.add_get("/api/agents", _local_only(self._agents))
+        app.router.add_get("/api/active", _local_only(self._active))
 
     async def start(self) -> None:
         """Take messages (the web server is the bot's)."""
@@ -136,3 +141,29 @@ class Playground:
                 self._inflight.discard(task)
         await response.write_eof()
         return response
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _local_only(handler: Handler) -> Handler:
+    """``handler`` for requests addressed to this machine by name (the Host header), else 403.
+
+    The server binds 127.0.0.1, but a web site can point its own name at 127.0.0.1 (DNS rebinding) and
+    then call the playground from a developer's browser as if it were same-origin.
+    """
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        try:
+            name = request.url.host
+        except ValueError:  # a Host header that is no host name
+            name = None
+        if name not in LOCAL_HOSTS:
+            log.warning("playground request for another host refused (open it as 127.0.0.1 or localhost)")
+            return web.json_response(
+                {"error": "open the playground at http://127.0.0.1:<port>/ or http://localhost:<port>/"},
+                status=403,
+            )
+        return await handler(request)
+
+    return checked

@@ -109,6 +109,25 @@ async def test_say_rejects_cross_site_form_posts_and_bad_bodies(playground: BotR
             assert resp.status == 400
 
 
+async def test_pages_reached_under_another_host_name_are_refused(playground: BotRuntime) -> None:
+    # DNS rebinding: a web site whose name now points at 127.0.0.1 must not drive the playground,
+    # which chats as any tenant and user of the bot's store.
+    port = url(playground).rsplit(":", 1)[1]
+    rebound = {"Host": f"attacker.example:{port}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            url(playground) + "/api/say", json={"text": "play drink"}, headers=rebound
+        ) as resp:
+            assert resp.status == 403
+            assert "127.0.0.1" in (await resp.json())["error"]
+        for path in ("/", "/api/agents", "/api/active?tenant_id=T1"):
+            async with http.get(url(playground) + path, headers=rebound) as resp:
+                assert resp.status == 403, path
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+            async with http.get(url(playground) + "/api/agents", headers={"Host": host}) as resp:
+                assert resp.status == 200, host
+
+
 # ------------------------------------------------------------------------------------ the browser
 
 CHROMIUM = "/usr/bin/chromium"

@@ -16,6 +16,7 @@ from flowagents import (
     AgentResult,
     AgentStatus,
     InputField,
+    MessageChunkEvent,
     Orchestrator,
     StandardAgent,
     StoreError,
@@ -150,9 +151,29 @@ async def test_expect_rejected_passes_for_a_refusal_only() -> None:
         outage.expect_rejected()
 
 
-async def test_stream_yields_events_as_they_happen(conversation: ConversationDriver) -> None:
-    seen = [event.type async for event in conversation.stream("kit story")]
+@flowagent(triggers=["kit gated"], description="Stream, wait for the test, stream again (test kit)")
+class KitGatedAgent(StandardAgent):
+    gate: asyncio.Event | None = None
+
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        assert KitGatedAgent.gate is not None
+        yield "first "
+        await KitGatedAgent.gate.wait()
+        yield "second"
+
+
+async def test_stream_yields_events_as_they_happen() -> None:
+    KitGatedAgent.gate = gate = asyncio.Event()
+    seen: list[str] = []
+    async with ConversationDriver.for_agents([KitGatedAgent]) as chat, asyncio.timeout(10):
+        # the timeout is a deadlock guard only: a stream that buffered the turn would never open the gate
+        async for event in chat.stream("kit gated"):
+            seen.append(event.type)
+            if isinstance(event, MessageChunkEvent) and event.content == "first ":
+                assert not gate.is_set()  # the agent is still waiting: this chunk came as it happened
+                gate.set()
     assert seen[0] == "routing" and seen[-1] == "result"
+    assert seen.count("message_chunk") == 2 and gate.is_set()
 
 
 async def test_a_slack_conversation_behind_the_same_interface() -> None:

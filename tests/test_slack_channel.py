@@ -263,7 +263,7 @@ async def test_429_with_retry_after_is_survived_with_the_complete_text(
     async with SlackTestBot(fast_fake, orchestrator, workspace=ws, max_message_chars=12_000) as bot:
         await bot.dm("T1", user="U1", text="essay please")
         await bot.settle(1, timeout=20)
-    assert len(fast_fake.rate_limited_calls) == 2
+    assert len(fast_fake.rate_limited_calls) == 2  # each Retry-After waited: an early retry gets a 429 too
     assert words(fast_fake.transcript(channel="DU1")) == words(LONG_ANSWER)
 
 

@@ -141,6 +141,7 @@ class FakeSlack:
         """Streams expire once they hold at least this many characters."""
         self.refuse_streams_with: str | None = None
         self._forced_429: dict[str, list[float]] = {}
+        self._limited_until: dict[str, float] = {}  # a forced 429 holds its method for its Retry-After
         self._forced_errors: dict[str, list[tuple[int, str]]] = {}
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
         self._ts = itertools.count(1)
@@ -218,7 +219,8 @@ class FakeSlack:
     # ------------------------------------------------------------------ rate limits & faults
 
     def force_rate_limit(self, method: str, *, retry_after: float = 1.0, times: int = 1) -> None:
-        """Answer the next ``times`` calls of ``method`` with HTTP 429 and ``Retry-After``."""
+        """Answer the next ``times`` calls of ``method`` with HTTP 429 and ``Retry-After``; as Slack does, a
+        call made before that Retry-After has passed is answered 429 too (and does not use up ``times``)."""
         self._forced_429.setdefault(method, []).extend([retry_after] * times)
 
     def force_error(
@@ -228,15 +230,20 @@ class FakeSlack:
         self._forced_errors.setdefault(method, []).extend([(status, error)] * times)
 
     def _rate_limited(self, method: str, team: str, channel: str) -> float | None:
+        now = time.monotonic()
+        limited_until = self._limited_until.get(method, 0.0)
+        if now < limited_until:
+            return limited_until - now
         forced = self._forced_429.get(method)
         if forced:
-            return forced.pop(0)
+            retry_after = forced.pop(0)
+            self._limited_until[method] = now + retry_after
+            return retry_after
         limit = self.limits.get(method)
         if limit is None:
             return None
         key = (team, method, channel if method in PER_CHANNEL_LIMITED else "")
         window = self._windows.setdefault(key, deque())
-        now = time.monotonic()
         while window and now - window[0] >= limit.per_seconds:
             window.popleft()
         if len(window) >= limit.calls:

@@ -62,7 +62,7 @@ def test_a_turn_killed_before_it_finished_is_processed_when_redelivered(store_ur
     try:
         assert bot.ask(id=1, user="bo", text="slow job", delivery_id="S1")["reply"] == "How many seconds?"
         bot.send(id=2, user="bo", text="30", delivery_id="S2")  # runs for 30 s...
-        time.sleep(0.5)
+        assert bot.running.get(timeout=20) == {"running": 2}  # S2 was claimed and its turn is running
     finally:
         bot.sigkill()  # ...and dies in the middle
     again = Worker(store_url, "--delivery-lease", "1", "--lease", "1", "--slow-factor", "0.001")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from flowagents import InputField, StandardAgent, flowagent
 
@@ -36,9 +37,12 @@ class Slow(StandardAgent):
     """Runs for `seconds` x `factor` seconds (used to kill a worker mid-turn)."""
 
     factor: float = 1.0
+    on_start: Callable[[], None] | None = None  # the worker process announces the turn is running
     seconds: float = InputField("How many seconds?")
 
     async def on_running(self, msg: str) -> str:
+        if Slow.on_start is not None:
+            Slow.on_start()
         await asyncio.sleep(self.seconds * self.factor)
         return f"Slow job done after {self.seconds:g}s."
 

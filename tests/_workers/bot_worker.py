@@ -4,7 +4,8 @@ Builds an Orchestrator on `--store URL` (via `store_from_url`) and processes JSO
 concurrently: {"id", "text", "user", "tenant"?, "conv"?, "delivery_id"?}. Each reply is one JSON line on
 stdout: {"id", "reply", "status", "field", "data", "duplicate", "processed", "error", "pid"}.
 The first line it prints is {"ready": true, "pid": ...}. With a Redis store it also prints
-{"queued": id, "position": n} when a message takes its place in its conversation's queue.
+{"queued": id, "position": n} when a message takes its place in its conversation's queue, and every
+store {"running": id} when the slow agent starts its turn.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ async def main() -> None:
     parser.add_argument("--slow-factor", type=float, default=1.0, help="scales the slow agent's run time")
     args = parser.parse_args()
     Slow.factor = args.slow_factor
+    Slow.on_start = lambda: emit({"running": current_id.get()})
     store, isolation = store_from_url(args.store, lease_seconds=args.lease)
     if isinstance(isolation, RedisIsolation):
         isolation.on_queued = queued

@@ -198,6 +198,7 @@ class Worker:
         )
         self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self.queued: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.running: queue.Queue[dict[str, Any]] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         ready = self.next(timeout=20)
@@ -209,7 +210,10 @@ class Worker:
         for line in self.proc.stdout:
             if line.strip():
                 item = json.loads(line)
-                (self.queued if "queued" in item else self.replies).put(item)
+                if "running" in item:
+                    self.running.put(item)
+                else:
+                    (self.queued if "queued" in item else self.replies).put(item)
         self.replies.put({"eof": True})
 
     def send(self, **message: Any) -> None:

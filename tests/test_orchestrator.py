@@ -219,6 +219,7 @@ async def gated_orchestrator() -> tuple[Orchestrator, type[_Gated]]:
 async def test_stream_hands_out_chunks_while_the_turn_waits_in_the_callers_task() -> None:
     o, agent = await gated_orchestrator()
     seen: list[str] = []
+    results: list[AgentResult] = []
     async with asyncio.timeout(10):  # a deadlock guard only: a buffered stream would never open the gate
         async for event in o.process_stream("gated story", user_id="u"):
             if isinstance(event, MessageChunkEvent):
@@ -227,8 +228,9 @@ async def test_stream_hands_out_chunks_while_the_turn_waits_in_the_callers_task(
                     assert not agent.gate.is_set()
                     agent.gate.set()
             elif isinstance(event, ResultEvent):
-                assert event.result.raw_message == "first second"
+                results.append(event.result)
     assert seen == ["first ", "second"]
+    assert [r.raw_message for r in results] == ["first second"]
     assert agent.ran_in == [asyncio.current_task()]  # no task of its own: the caller's task and timeouts
     await o.close()
 

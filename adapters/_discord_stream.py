@@ -236,8 +236,8 @@ class StreamRenderer:
             extras = self._final_extras if final else {}
             if rest == page.shown and page.extras == extras:
                 return
-            if not rest and not extras:
-                return
+            if not rest.strip() and not extras:
+                return  # Discord refuses blank content (50006): wait for the first visible character
             await self._render(page, extras)
 
     async def _render(self, page: _Page, extras: dict[str, Any]) -> None:

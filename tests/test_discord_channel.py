@@ -91,7 +91,16 @@ class DiscordSlowAgent(StandardAgent):
         yield "Second half."
 
 
+@flowagent(triggers=["blank start"], name="DiscordBlankStart", description="Starts with blank lines.")
+class DiscordBlankStartAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        yield "\n\n"  # as LLMs often do before the first word
+        await GATE["blank"].wait()
+        yield "Here you go."
+
+
 AGENTS = [
+    DiscordBlankStartAgent,
     DiscordBookingAgent,
     DiscordLunchAgent,
     DiscordStoryAgent,
@@ -685,6 +694,21 @@ async def test_a_deleted_answer_message_is_posted_again(env: Env) -> None:
     fake.bot_messages(dm)[0].deleted = True  # a moderator removed it
     GATE["slow"].set()
     await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == ["First half. Second half."])
+
+
+async def test_an_answer_starting_with_blank_lines_is_delivered(env: Env) -> None:
+    # Discord refuses content that is only whitespace (50006): sent mid-stream, it used to end the answer.
+    fake = env.fake
+    GATE["blank"] = asyncio.Event()
+    inter = await ask(env, "blank start")
+    dm = fake.dm_channel_id(15)
+    await fake.user_message("blank start", user_id=15)
+    await asyncio.sleep(0.2)  # room for a blank edit or message, which must not be sent
+    GATE["blank"].set()
+    await fake.wait_for(lambda: fake.final_text(inter) == "\n\nHere you go.")
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == ["\n\nHere you go."])
+    bodies = [c.json for c in fake.calls if c.method in ("POST", "PATCH") and isinstance(c.json, dict)]
+    assert all(body.get("content") is None or body["content"].strip() for body in bodies)
 
 
 def discord_fails(

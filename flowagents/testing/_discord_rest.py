@@ -99,7 +99,17 @@ def validate_message(body: dict[str, Any], *, creating: bool) -> web.Response | 
                 return form_error(
                     f"components.{i}.components.{j}.options", "BASE_TYPE_MAX_LENGTH", "Too many."
                 )
-    if creating and not content and not embeds and not rows:
+    if creating and not (content or "").strip() and not embeds and not rows:
+        return error(400, 50006, "Cannot send an empty message")  # Discord trims content first
+    return None
+
+
+def empty_after_edit(msg: FakeMessage, body: dict[str, Any]) -> web.Response | None:
+    """Discord refuses an edit that would leave a message with nothing to show (blank content counts)."""
+    content = body["content"] if "content" in body else msg.content
+    embeds = body["embeds"] if "embeds" in body else msg.embeds
+    rows = body["components"] if "components" in body else msg.components
+    if not (content or "").strip() and not embeds and not rows:
         return error(400, 50006, "Cannot send an empty message")
     return None
 
@@ -427,7 +437,7 @@ class RestApi:
             return msg
         if msg.author_id != self.world.bot_id or msg.webhook_id is not None:
             return error(403, 50005, "Cannot edit a message authored by another user")
-        bad = validate_message(req.body or {}, creating=False)
+        bad = validate_message(req.body or {}, creating=False) or empty_after_edit(msg, req.body or {})
         if bad is not None:
             return bad
         self._apply_edit(msg, req.body or {})
@@ -484,7 +494,7 @@ class RestApi:
         elif cb_type in (6, 7):
             msg = self.world.messages[int(inter.payload["message"]["id"])]
             if cb_type == 7:
-                bad = validate_message(data, creating=False)
+                bad = validate_message(data, creating=False) or empty_after_edit(msg, data)
                 if bad is not None:
                     return bad
                 self._apply_edit(msg, data)
@@ -532,7 +542,7 @@ class RestApi:
         msg = self._webhook_message(req.params)
         if isinstance(msg, web.Response):
             return msg
-        bad = validate_message(req.body or {}, creating=False)
+        bad = validate_message(req.body or {}, creating=False) or empty_after_edit(msg, req.body or {})
         if bad is not None:
             return bad
         self._apply_edit(msg, req.body or {})

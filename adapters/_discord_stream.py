@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import discord
 
 from adapters._discord_pacer import EditPacer
-from adapters._discord_text import MESSAGE_LIMIT, split_point
+from adapters._discord_text import layout_page
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,15 @@ class InteractionTarget:
 
 @dataclass
 class _Page:
-    """One Discord message of the answer: ``text[start:start+len(shown)]`` once closed."""
+    """One Discord message of the answer: ``text[start:start+length]`` once closed, shown as ``shown`` (with
+    the fences that close and reopen a code block split between messages)."""
 
     target: Target
     start: int
     first: bool
     handle: Any = None
     shown: str = ""
+    length: int = 0
     closed: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -224,17 +226,16 @@ class StreamRenderer:
         while True:
             page = self._pages[-1]
             rest = self._text[page.start :]
-            if len(rest) > MESSAGE_LIMIT:
-                if page.shown == rest[: split_point(rest)] and not page.extras:
+            cut, content = layout_page(self._text[: page.start], rest)
+            if cut < len(rest):
+                if page.shown == content and not page.extras:
                     page.closed = True
-                    self._pages.append(
-                        _Page(target=self._target, start=page.start + len(page.shown), first=False)
-                    )
+                    self._pages.append(_Page(target=self._target, start=page.start + cut, first=False))
                 else:
                     await self._render(page, {})
                 continue
             extras = self._final_extras if final else {}
-            if rest == page.shown and page.extras == extras:
+            if content == page.shown and page.extras == extras:
                 return
             if not rest.strip() and not extras:
                 return  # Discord refuses blank content (50006): wait for the first visible character
@@ -253,8 +254,8 @@ class StreamRenderer:
             async with self._pacer.slot(page.target.channel_id, edit=counts_as_edit):
                 # Chunks may have arrived while waiting for the slot: coalesce them into this request.
                 rest = self._text[page.start :]
-                content = rest[: split_point(rest)]
-                if len(content) < len(rest):
+                cut, content = layout_page(self._text[: page.start], rest)
+                if cut < len(rest):
                     extras = {}  # the view and embeds belong on the last message
                 fields: dict[str, Any] = {"content": content, **extras}
                 if creating:
@@ -269,9 +270,9 @@ class StreamRenderer:
             if creating:
                 raise
             log.info("A message of the answer was deleted; posting the rest as a new message.")
-            page.handle, page.first, page.shown, page.extras = None, False, "", {}
+            page.handle, page.first, page.shown, page.length, page.extras = None, False, "", 0, {}
             return
-        page.shown = content
+        page.shown, page.length = content, cut
         page.extras = extras
 
     def _switch(self, page: _Page) -> None:
@@ -285,4 +286,4 @@ class StreamRenderer:
             page.first = False
             return
         page.closed = True
-        self._pages.append(_Page(target=self._target, start=page.start + len(page.shown), first=False))
+        self._pages.append(_Page(target=self._target, start=page.start + page.length, first=False))

@@ -39,6 +39,42 @@ def split_point(text: str, limit: int = MESSAGE_LIMIT) -> int:
     return limit
 
 
+_FENCE_LINE = re.compile(r"^ {0,3}```[^`\n]*$", re.M)
+_CLOSE_ROOM = len("\n```")
+
+
+def open_fence(text: str) -> str | None:
+    """The opening line (```` ``` ```` and its language) of a code block ``text`` leaves open, else None."""
+    opening: str | None = None
+    for m in _FENCE_LINE.finditer(text):
+        opening = m.group(0).strip() if opening is None else None
+    return opening
+
+
+def layout_page(before: str, rest: str, limit: int = MESSAGE_LIMIT) -> tuple[int, str]:
+    """``(cut, content)``: the page showing ``rest`` (the answer after ``before``) holds ``rest[:cut]`` and
+    shows ``content``, at most ``limit`` characters.
+
+    The cut is :func:`split_point`'s, moved to the start of a code block the cut would fall in when that block
+    starts late enough on the page. A code block the cut still falls in is closed at the end of the page and
+    opened again (same language) at the start of the next, so every message renders its code as code.
+    """
+    reopen = open_fence(before)
+    prefix = reopen + "\n" if reopen else ""
+    if len(prefix) + len(rest) <= limit:
+        return len(rest), prefix + rest
+    room = limit - len(prefix) - _CLOSE_ROOM
+    cut = split_point(rest, room)
+    if open_fence(prefix + rest[:cut]) is None:
+        return cut, prefix + rest[:cut]
+    fences = list(_FENCE_LINE.finditer(rest, 0, cut))
+    if fences and fences[-1].start() >= room // 4:  # end the page before the code block instead
+        cut = fences[-1].start()
+        return cut, prefix + rest[:cut]
+    head = prefix + rest[:cut]
+    return cut, head + ("```" if head.endswith("\n") else "\n```")
+
+
 def split_pages(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """``text`` cut into pages of at most ``limit`` characters (see :func:`split_point`)."""
     pages: list[str] = []

@@ -91,6 +91,18 @@ class DiscordSlowAgent(StandardAgent):
         yield "Second half."
 
 
+CODE = "\n".join(f"    total += compute({i})  # step {i}" for i in range(80))
+CODE_ANSWER = f"Here is the script:\n\n```python\ndef run():\n{CODE}\n```\n\nRun it with `python run.py`."
+
+
+@flowagent(triggers=["write code"], name="DiscordCoder", description="Writes long code.")
+class DiscordCoderAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:
+        for line in CODE_ANSWER.splitlines(keepends=True):
+            yield line
+            await asyncio.sleep(0)
+
+
 @flowagent(triggers=["blank start"], name="DiscordBlankStart", description="Starts with blank lines.")
 class DiscordBlankStartAgent(StandardAgent):
     async def on_running(self, msg: str) -> AsyncIterator[str]:
@@ -100,6 +112,7 @@ class DiscordBlankStartAgent(StandardAgent):
 
 
 AGENTS = [
+    DiscordCoderAgent,
     DiscordBlankStartAgent,
     DiscordBookingAgent,
     DiscordLunchAgent,
@@ -365,6 +378,18 @@ async def test_long_answer_is_split_at_paragraph_boundaries(env: Env) -> None:
     assert all(len(p) <= 2000 for p in pages)
     assert pages[0].endswith("\n\n") and pages[1].startswith("Paragraph")
     assert words("".join(pages)) == words(LONG_ANSWER)
+
+
+async def test_a_long_code_block_stays_code_in_every_message(env: Env) -> None:
+    fake = env.fake
+    assert 2500 < len(CODE_ANSWER) < 3500
+    inter = await ask(env, "write code")
+    await fake.wait_for(lambda: fake.final_text(inter).endswith("Run it with `python run.py`."), timeout=20)
+    pages = [m.content for m in fake.interaction_messages(inter)]
+    assert len(pages) == 2 and all(len(p) <= 2000 for p in pages)
+    assert all(p.count("```") == 2 for p in pages)  # each message opens and closes its code block
+    assert pages[0].endswith("\n```") and pages[1].startswith("```python\n    total += compute(")
+    assert pages[0].removesuffix("```") + pages[1].removeprefix("```python\n") == CODE_ANSWER
 
 
 async def test_gateway_reconnect_mid_answer_gives_one_complete_answer() -> None:

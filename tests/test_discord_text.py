@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from adapters._discord_pacer import EditPacer
-from adapters._discord_text import EMBED_LIMIT, help_embed, split_pages, split_point, strip_mentions
+from adapters._discord_text import (
+    EMBED_LIMIT,
+    help_embed,
+    layout_page,
+    open_fence,
+    split_pages,
+    split_point,
+    strip_mentions,
+)
 from flowagents import AgentInfo
 
 
@@ -28,6 +36,35 @@ def test_split_prefers_paragraph_then_line_then_word_breaks() -> None:
 def test_early_breaks_are_ignored_and_unbroken_text_is_cut_hard() -> None:
     text = "ab\n\n" + "c" * 2500
     assert split_pages(text) == [text[:2000], text[2000:]]
+
+
+def pages_of(text: str) -> list[tuple[str, str]]:
+    """(what each page holds, what it shows) when ``text`` is laid out page after page."""
+    pages: list[tuple[str, str]] = []
+    done = 0
+    while done < len(text):
+        cut, content = layout_page(text[:done], text[done:])
+        pages.append((text[done : done + cut], content))
+        done += cut
+    return pages
+
+
+def test_a_code_block_split_between_pages_is_closed_and_reopened() -> None:
+    code = "\n".join(f"    total += compute({i})" for i in range(120))
+    text = f"Here is the script:\n\n```python\n{code}\n```\n\nThat is all."
+    pages = pages_of(text)
+    assert len(pages) == 2 and "".join(held for held, _ in pages) == text
+    (held1, shown1), (held2, shown2) = pages
+    assert shown1 == held1 + "```" and held1.endswith("\n")
+    assert shown2 == "```python\n" + held2
+    assert all(len(shown) <= 2000 and open_fence(shown) is None for _, shown in pages)
+
+
+def test_a_page_ends_before_a_code_block_rather_than_inside_it() -> None:
+    prose = "word " * 140 + "\n\n"
+    block = "```\n" + "\n".join(f"line {i}" for i in range(200)) + "\n```\n"
+    assert [held for held, _ in pages_of(prose + block)] == [prose, block]
+    assert [shown for _, shown in pages_of(prose + block)] == [prose, block]
 
 
 def test_strip_mentions_keeps_other_users() -> None:

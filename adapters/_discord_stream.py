@@ -20,6 +20,13 @@ FINAL_RETRY_DELAYS = (0.5, 1.5)
 """Pauses before retrying the final text after a Discord server error (5xx)."""
 
 
+def _rate_limited(exc: discord.HTTPException) -> bool:
+    """A 429 of Discord's own rate limits (one without ``Via`` is Cloudflare's ban: never retried)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    return exc.status == 429 and bool(headers.get("Via"))
+
+
 class TargetGone(Exception):
     """The target can no longer post or edit (expired interaction token); switch to the fallback."""
 
@@ -199,9 +206,10 @@ class StreamRenderer:
             try:
                 await self._checked_sync(final=True)
                 return
-            except discord.DiscordServerError as exc:
-                # discord.py retries 429s and some 5xx itself, but its bot client not 503: retry briefly.
-                if delay is None:
+            except discord.HTTPException as exc:
+                # discord.py retries 429s and some 5xx itself, but its bot client not 503, and neither a 429 a
+                # sixth time (the pacer now holds the channel for its Retry-After): retry briefly.
+                if delay is None or not (isinstance(exc, discord.DiscordServerError) or _rate_limited(exc)):
                     raise
                 log.warning("Discord answered %s to the final text; retrying in %.1fs.", exc.status, delay)
                 await asyncio.sleep(delay)

@@ -16,7 +16,7 @@ from adapters.discord import DEFAULT_DM_TENANT, RESTARTING, DiscordChannel
 from flowagents import AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
 from flowagents.errors import ConfigurationError
 from flowagents.guards import RateLimit
-from flowagents.testing._discord_rest import Request, error
+from flowagents.testing._discord_rest import Request, error, jresp
 from flowagents.testing.discord import FakeDiscord, FakeDiscordConfig, FakeGuild, FakeInteraction
 
 # Scaled-down budgets: the fake enforces them, the channel paces within them.
@@ -744,9 +744,12 @@ def discord_fails(
     *,
     when: Callable[[Request], bool] = lambda req: True,
     times: int | None = None,
+    retry_after: float = 0.05,
 ) -> list[str]:
     """Make the fake answer ``method`` requests to routes containing ``route`` (and matching ``when``) with
-    ``status``, ``times`` times or always, as Discord does on a bad minute; returns the failed paths."""
+    ``status``, ``times`` times or always, as Discord does on a bad minute; returns the failed paths.
+
+    A 429 is Discord's own (a ``Via`` header and ``retry_after``), which discord.py retries up to 5 times."""
     failed: list[str] = []
     routes = fake.rest._routes
     for i, (verb, pattern, handler) in enumerate(routes):
@@ -756,6 +759,10 @@ def discord_fails(
         async def flaky(req: Request, handler: Any = handler) -> Any:
             if when(req) and (times is None or len(failed) < times):
                 failed.append(req.raw.path)
+                if status == 429:
+                    body = {"message": "You are being rate limited.", "retry_after": retry_after}
+                    headers = {"Retry-After": str(retry_after), "Via": "1.1 google"}
+                    return jresp({**body, "global": False}, status=429, headers=headers)
                 return error(status, 0, f"{status}: Discord is having a bad minute")
             return await handler(req)
 
@@ -792,6 +799,20 @@ async def test_final_text_survives_discord_server_errors_on_the_last_edit(env: E
     await fake.user_message("tell story", user_id=14)
     await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == [final])
     assert len(failed) == 2
+
+
+async def test_final_text_survives_a_429_storm_on_the_last_edit() -> None:
+    async with running(allow_429=True) as env:
+        fake = env.fake
+        final = "Once upon a time there was a bot."
+        # Six in a row: more than discord.py's five tries of one request, so the final sync itself fails once.
+        failed = discord_fails(
+            fake, "PATCH", "/messages/", 429, when=lambda r: (r.body or {}).get("content") == final, times=6
+        )
+        dm = fake.dm_channel_id(16)
+        await fake.user_message("tell story", user_id=16)
+        await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == [final])
+        assert len(failed) == 6
 
 
 @pytest.mark.parametrize("stale", ["legacy:button:1", "fa:c:notanumber:Pizza", "fa:c:42:"])

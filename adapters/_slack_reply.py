@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler, async_default_handlers
@@ -163,7 +164,7 @@ class ReplyWriter:
         if rest:
             try:
                 await self._send(rest)
-            except (SlackApiError, _NoBudget) as exc:
+            except _UNDELIVERED_ERRORS as exc:
                 log.warning("slack could not deliver the rest of an answer (%s); apologising", _describe(exc))
                 self._pending = ""
                 await self._close_current()
@@ -189,7 +190,7 @@ class ReplyWriter:
             chunk, self._pending = self._pending[:cut], self._pending[cut:]
             try:
                 await self._send(chunk)
-            except (SlackApiError, _NoBudget) as exc:
+            except _UNDELIVERED_ERRORS as exc:
                 # Slack's own retries did not help: keep the rest for finish() to try again.
                 log.warning(
                     "slack answer paused: a call failed (%s); the rest follows at the end",
@@ -386,6 +387,10 @@ class _NoBudget(Exception):
     """No room in the budget for an optional call (or a call stayed rate limited)."""
 
 
+_UNDELIVERED_ERRORS = (SlackApiError, _NoBudget, aiohttp.ClientError, TimeoutError)
+"""What a call can fail with once slack_sdk's own retries are spent (an error answer, a network fault)."""
+
+
 def _with_text(text: str, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Blocks replace a message's text on screen, so put the text first as its own section."""
     sections: list[dict[str, Any]] = []
@@ -399,7 +404,7 @@ def _with_text(text: str, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, SlackApiError):
         return f"{_code(exc)}, HTTP {exc.response.status_code}"
-    return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _code(exc: SlackApiError) -> str:

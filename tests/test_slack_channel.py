@@ -304,18 +304,27 @@ def dm_writer(fake: FakeSlack, bot_token: str) -> ReplyWriter:
     )
 
 
+@pytest.mark.parametrize("fault", ["fatal_error", "disconnect"])
 @pytest.mark.parametrize("failures", [1, 2])
 async def test_post_that_keeps_failing_mid_answer_is_tried_again_at_the_end_then_apologised_for(
-    fast_fake: FakeSlack, failures: int
+    fast_fake: FakeSlack, failures: int, fault: str
 ) -> None:
     ws = fast_fake.add_workspace("T1")
     writer = dm_writer(fast_fake, ws.bot_token)
     writer.feed("The first part of the answer.\n\n")
     await fast_fake.wait_for(lambda: fast_fake.bot_messages(channel="DU1"))
-    # fatal_error is not retried by the client: the message that continues the answer is not posted.
-    fast_fake.force_error("chat.postMessage", "fatal_error", times=failures)
+    # Neither is retried by the client (a dropped connection once only): the next message is not posted.
+    if fault == "fatal_error":
+        fast_fake.force_error("chat.postMessage", "fatal_error", times=failures)
+    else:
+        fast_fake.force_disconnect("chat.postMessage", times=2 * failures)
     writer.feed("The second part, which has to go into a new message.\n\n")
-    await fast_fake.wait_for(lambda: any(c.status == 200 and not c.response["ok"] for c in fast_fake.calls))
+    if fault == "fatal_error":
+        await fast_fake.wait_for(
+            lambda: any(c.status == 200 and not c.response["ok"] for c in fast_fake.calls)
+        )
+    else:  # dropped, then dropped again on slack_sdk's one retry
+        await fast_fake.wait_for(lambda: len(fast_fake.dropped) == 2)
     writer.feed("The last part.")
     await writer.finish()
     texts = [m.text for m in fast_fake.bot_messages(channel="DU1")]

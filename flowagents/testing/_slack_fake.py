@@ -143,6 +143,9 @@ class FakeSlack:
         self._forced_429: dict[str, list[float]] = {}
         self._limited_until: dict[str, float] = {}  # a forced 429 holds its method for its Retry-After
         self._forced_errors: dict[str, list[tuple[int, str]]] = {}
+        self._forced_disconnects: dict[str, int] = {}
+        self.dropped: list[str] = []
+        """Methods of the calls whose connection was dropped (``force_disconnect``), in order."""
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -228,6 +231,11 @@ class FakeSlack:
     ) -> None:
         """Answer the next ``times`` calls of ``method`` with ``ok: false``, ``error`` and HTTP ``status``."""
         self._forced_errors.setdefault(method, []).extend([(status, error)] * times)
+
+    def force_disconnect(self, method: str, *, times: int = 1) -> None:
+        """Drop the connection of the next ``times`` calls of ``method`` without answering (a network fault;
+        slack_sdk retries a dropped connection once by itself)."""
+        self._forced_disconnects[method] = self._forced_disconnects.get(method, 0) + times
 
     def _rate_limited(self, method: str, team: str, channel: str) -> float | None:
         now = time.monotonic()
@@ -629,6 +637,11 @@ class FakeSlack:
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         params = await self._params(request)
+        if self._forced_disconnects.get(method) and request.transport is not None:
+            self._forced_disconnects[method] -= 1
+            self.dropped.append(method)
+            request.transport.close()  # nothing is done and nothing answered
+            return web.Response()
         token = self._token(request, params)
         ws = self._team_for(token)
         status, headers, body = 200, {}, self._dispatch(method, params, token, ws, request)

@@ -47,6 +47,7 @@ _TIME = re.compile(
     r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b|\b([01]?\d|2[0-3]):([0-5]\d)\b|\b(noon|midnight)\b", re.I
 )
 _ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
+_DAY_AFTER_TOMORROW = re.compile(r"\bday\s+after\s+tomorrow\b")
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _YES = {"yes", "y", "yeah", "yep", "sure", "ok", "okay", "true", "correct"}
 _NO = {"no", "n", "nope", "false", "nah"}
@@ -98,7 +99,10 @@ def _dates(text: str, today: dt.date | None = None) -> list[dt.date]:
             out.append(dt.date.fromisoformat(iso))
         except ValueError:
             continue
-    for word in _WORD.findall(text.lower()):
+    lowered = text.lower()
+    for _ in _DAY_AFTER_TOMORROW.findall(lowered):  # not "tomorrow"
+        out.append(today + dt.timedelta(days=2))
+    for word in _WORD.findall(_DAY_AFTER_TOMORROW.sub(" ", lowered)):
         if word == "today":
             out.append(today)
         elif word == "tomorrow":

@@ -640,3 +640,14 @@ async def test_a_stream_left_without_closing_does_not_take_the_next_turns_timeou
     assert slow.status is AgentStatus.TIMED_OUT
     assert gated.cleaned_up == [True]
     await o.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "days"), [("tomorrow", 1), ("the day after tomorrow", 2), ("Day after tomorrow!", 2)]
+)
+async def test_the_day_after_tomorrow_is_not_taken_for_tomorrow(answer: str, days: int) -> None:
+    o = Orchestrator(agents=[Booking])
+    await o.process("book a table for 2", user_id="u")
+    result = await o.process(answer, user_id="u")
+    assert result.status is AgentStatus.COMPLETED, result.raw_message
+    assert result.data["day"] == dt.date.today() + dt.timedelta(days=days)

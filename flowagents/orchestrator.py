@@ -17,7 +17,7 @@ from flowagents._deadlines import Deadlines
 from flowagents._inline import run_inline
 from flowagents._trusted import trusted
 from flowagents.agent import AgentSpec, StandardAgent, registered_agents, spec_of
-from flowagents.errors import ConfigurationError, LLMError, StoreError
+from flowagents.errors import AgentDefinitionError, ConfigurationError, LLMError, StoreError
 from flowagents.events import (
     DuplicateEvent,
     ErrorEvent,
@@ -560,10 +560,7 @@ class Orchestrator:
                     return await self._answer(spec, record, message, key, context, turn)
                 turn.state(spec.name, record.status, AgentStatus.CANCELLED)
                 return await self._start(switch, message, key, context, turn)
-        elif (
-            context.get("metadata", {}).get("command") == "cancel"
-            and _is_cancel(message)
-        ):
+        elif context.get("metadata", {}).get("command") == "cancel" and _is_cancel(message):
             turn.say("There is nothing to cancel.")
             return self._stamp(AgentResult(status=AgentStatus.COMPLETED), key, turn)
         if self._sync_router is not None:  # the default trigger strategy: no coroutine needed
@@ -905,19 +902,24 @@ class Orchestrator:
             turn.say(outcome.raw_message)
             return outcome
         if hasattr(outcome, "__aiter__"):
-            return await self._consume(outcome, turn) or agent.make_result(AgentStatus.COMPLETED)
-        result = agent.make_result(AgentStatus.COMPLETED, "" if outcome is None else str(outcome))
+            return await self._consume(agent, outcome, turn) or agent.make_result(AgentStatus.COMPLETED)
+        if outcome is not None and not isinstance(outcome, str):
+            raise _bad_outcome(agent, outcome)
+        result = agent.make_result(AgentStatus.COMPLETED, outcome or "")
         turn.say(result.raw_message)
         return result
 
-    async def _consume(self, stream: Any, turn: _Turn) -> AgentResult | None:
+    async def _consume(self, agent: StandardAgent, stream: Any, turn: _Turn) -> AgentResult | None:
         final: AgentResult | None = None
         async with aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, AgentResult):
                     final = item
-                elif item:
-                    turn.chunk(str(item))
+                elif isinstance(item, str):
+                    if item:
+                        turn.chunk(item)
+                elif item is not None:
+                    raise _bad_outcome(agent, item)
         if final is not None and final.raw_message:
             turn.say(final.raw_message)
         return final
@@ -953,6 +955,15 @@ def _is_cancel(message: str) -> bool:
     if text in CANCEL_PHRASES:
         return True
     return len(text) <= _CANCEL_CHARS and " ".join(text.split()).strip(_PUNCTUATION) in CANCEL_PHRASES
+
+
+def _bad_outcome(agent: StandardAgent, outcome: object) -> AgentDefinitionError:
+    """What an `on_running` that gave something other than text or a result is told."""
+    return AgentDefinitionError(
+        f"{type(agent).__name__}.on_running gave a {type(outcome).__name__}; on_running must return an "
+        "AgentResult (self.make_result(...)), a str or None, or yield str chunks (optionally ending "
+        "with an AgentResult)."
+    )
 
 
 def _assign(result: AgentResult, **values: Any) -> None:

@@ -651,3 +651,27 @@ async def test_the_day_after_tomorrow_is_not_taken_for_tomorrow(answer: str, day
     result = await o.process(answer, user_id="u")
     assert result.status is AgentStatus.COMPLETED, result.raw_message
     assert result.data["day"] == dt.date.today() + dt.timedelta(days=days)
+
+
+@flowagent(triggers=["give a dict"], name="TestDictReturner")
+class DictReturner(StandardAgent):
+    async def on_running(self, msg: str) -> Any:
+        return {"status": "completed", "raw_message": "hi"}
+
+
+@flowagent(triggers=["stream a dict"], name="TestDictStreamer")
+class DictStreamer(StandardAgent):
+    async def on_running(self, msg: str) -> Any:
+        yield "Here: "
+        yield {"raw_message": "hi"}
+
+
+@pytest.mark.parametrize("message", ["give a dict", "stream a dict"])
+async def test_an_on_running_giving_other_than_text_or_a_result_fails_saying_what_to_return(
+    message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    o = Orchestrator(agents=[DictReturner, DictStreamer])
+    result = await o.process(message, user_id="u")
+    assert result.status is AgentStatus.FAILED and result.error == "AgentDefinitionError"
+    assert "raw_message" not in result.raw_message  # the dict is never shown to the user
+    assert "on_running must return an AgentResult" in caplog.text

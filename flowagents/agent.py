@@ -135,6 +135,10 @@ def flowagent(
     threshold for this agent; `name` defaults to the class name; `requires_llm=True` leaves the agent out
     of orchestrators that have no LLM client.
     """
+    if isinstance(triggers, type):  # @flowagent without parentheses passes the class itself
+        raise AgentDefinitionError(
+            f"@flowagent needs parentheses: write @flowagent(triggers=[...]) above class {triggers.__name__}."
+        )
     if isinstance(triggers, str):
         raise AgentDefinitionError("triggers must be a list of phrases, e.g. triggers=['book table'].")
     trigger_list = tuple(t.strip() for t in (triggers or ()) if str(t).strip())
@@ -143,8 +147,10 @@ def flowagent(
         raise AgentDefinitionError(
             f"trigger {wordless[0]!r} has no words to match; use a phrase like 'book table'."
         )
-    if timeout is not None and timeout <= 0:
-        raise AgentDefinitionError("timeout must be a positive number of seconds.")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise AgentDefinitionError(f"timeout must be a positive number of seconds, not {timeout!r}.")
     if threshold is not None and (
         isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1
     ):
@@ -155,6 +161,7 @@ def flowagent(
     def decorate(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, StandardAgent)):
             raise AgentDefinitionError("@flowagent decorates a subclass of StandardAgent.")
+        _check_on_running(cls)
         agent_name = name or cls.__name__
         fields: list[Slot] = []
         for klass in reversed(cls.__mro__):
@@ -187,6 +194,27 @@ def flowagent(
         return cls
 
     return decorate
+
+
+def _check_on_running(cls: type[StandardAgent]) -> None:
+    """Refuse an `on_running` the orchestrator cannot call: a plain `def`, or one without the message."""
+    run = cls.on_running
+    target = inspect.unwrap(run)
+    if inspect.isfunction(target) and not (
+        inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
+    ):
+        raise AgentDefinitionError(
+            f"{cls.__name__}.on_running is a plain function; write it as async def on_running(self, msg) "
+            "(an async generator that yields text chunks streams)."
+        )
+    try:
+        inspect.signature(run).bind(None, "")
+    except TypeError:
+        raise AgentDefinitionError(
+            f"{cls.__name__}.on_running must take the message: async def on_running(self, msg)."
+        ) from None
+    except ValueError:  # no signature to check (a builtin or C callable)
+        pass
 
 
 def _field_annotation(klass: type, attr: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -675,3 +676,32 @@ async def test_an_on_running_giving_other_than_text_or_a_result_fails_saying_wha
     assert result.status is AgentStatus.FAILED and result.error == "AgentDefinitionError"
     assert "raw_message" not in result.raw_message  # the dict is never shown to the user
     assert "on_running must return an AgentResult" in caplog.text
+
+
+def _sync_on_running(self: StandardAgent, msg: str) -> str:
+    return "hi"
+
+
+async def _no_message_on_running(self: StandardAgent) -> str:
+    return "hi"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"on_running": _sync_on_running}, "async def on_running"),
+        ({"on_running": _no_message_on_running}, "on_running(self, msg)"),
+    ],
+)
+def test_an_on_running_the_orchestrator_cannot_call_is_refused_when_the_agent_is_declared(
+    body: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(AgentDefinitionError, match=re.escape(reason)):
+        flowagent(triggers=["wrong run"])(type("WrongRun", (StandardAgent,), body))
+
+
+def test_common_decorator_mistakes_say_how_to_write_it() -> None:
+    with pytest.raises(AgentDefinitionError, match=re.escape("@flowagent(triggers=[...])")):
+        flowagent(type("Bare", (StandardAgent,), {}))  # type: ignore[arg-type]  # @flowagent without ()
+    with pytest.raises(AgentDefinitionError, match="timeout must be a positive number of seconds"):
+        flowagent(triggers=["slow one"], timeout="10")  # type: ignore[arg-type]

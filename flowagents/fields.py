@@ -149,23 +149,49 @@ class Slot:
         self.max_attempts = max_attempts
         self.description = description
         self.name = ""
+        self.owner = ""
         self._adapter: TypeAdapter[Any] | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+        self.owner = owner.__name__
 
     def bind(self, annotation: Any) -> None:
-        """Fix the field's type (called by `@flowagent`)."""
+        """Fix the field's type and check its choices and default (called by `@flowagent`)."""
         if self.type is None:
             self.type = annotation if annotation is not None else str
+        where = f"{self.owner}.{self.name}" if self.owner else self.name
+        type_name = getattr(self.type, "__name__", None) or repr(self.type)
         try:
-            self._adapter = TypeAdapter(self.type)
-        except Exception as exc:
+            adapter = self._adapter = TypeAdapter(self.type)
+        except Exception:
             raise AgentDefinitionError(
-                f"Field {self.name!r}: type {self.type!r} is not supported ({exc})."
-            ) from exc
+                f"{where}: type {type_name} is not supported; use str, int, float, bool, datetime.date, "
+                "datetime.time or another type pydantic can validate."
+            ) from None
         if self.choices is not None:
-            self.choices = tuple(self._adapter.validate_python(c) for c in self.choices)
+            checked = []
+            for choice in self.choices:
+                try:
+                    checked.append(adapter.validate_python(choice))
+                except ValidationError:
+                    raise AgentDefinitionError(
+                        f"{where}: choice {choice!r} is not a valid {type_name}; annotate the field with "
+                        f"the choices' type (e.g. {self.name}: int = InputField(..., choices=[1, 2]))."
+                    ) from None
+            self.choices = tuple(checked)
+        if self.default is not MISSING and self.default is not None:
+            try:
+                self.default = adapter.validate_python(self.default)
+            except ValidationError:
+                raise AgentDefinitionError(
+                    f"{where}: default {self.default!r} is not a valid {type_name}."
+                ) from None
+            if self.choices is not None and self.default not in self.choices:
+                raise AgentDefinitionError(
+                    f"{where}: default {self.default!r} is not one of the choices "
+                    f"({', '.join(self.choice_labels or [])})."
+                )
 
     @property
     def asks(self) -> bool:

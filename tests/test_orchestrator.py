@@ -705,3 +705,40 @@ def test_common_decorator_mistakes_say_how_to_write_it() -> None:
         flowagent(type("Bare", (StandardAgent,), {}))  # type: ignore[arg-type]  # @flowagent without ()
     with pytest.raises(AgentDefinitionError, match="timeout must be a positive number of seconds"):
         flowagent(triggers=["slow one"], timeout="10")  # type: ignore[arg-type]
+
+
+class _NotAFieldType:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("field", "reason"),
+    [
+        (InputField("What?", type=_NotAFieldType), "BadField.value: type _NotAFieldType is not supported"),
+        (InputField("Which?", choices=[1, 2]), "BadField.value: choice 1 is not a valid str"),
+        (
+            InputField("Which?", type=int, choices=["one", "two"]),
+            "BadField.value: choice 'one' is not a valid int",
+        ),
+        (
+            InputField("How many?", type=int, default="many"),
+            "BadField.value: default 'many' is not a valid int",
+        ),
+        (InputField("Size?", choices=["s", "m"], default="xl"), "BadField.value: default 'xl' is not one of"),
+    ],
+)
+def test_a_field_that_cannot_work_is_refused_when_the_agent_is_declared(field: Any, reason: str) -> None:
+    with pytest.raises(AgentDefinitionError, match=re.escape(reason)) as refused:
+        flowagent(triggers=["bad field"])(type("BadField", (StandardAgent,), {"value": field}))
+    assert "\n" not in str(refused.value)  # one line, not pydantic's schema essay
+
+
+def test_a_valid_default_is_kept_as_the_fields_type() -> None:
+    agent = flowagent(triggers=["good default"])(
+        type(
+            "GoodDefault",
+            (StandardAgent,),
+            {"n": InputField("n?", type=int, default="3"), "o": InputField("o?", type=int, default=None)},
+        )
+    )
+    assert (agent.n.default, agent.o.default) == (3, None)

@@ -202,6 +202,12 @@ class Orchestrator:
                 if spec.requires_llm and self.llm_client is None:
                     log.debug("agent %s needs an LLM and none is configured; leaving it out", spec.name)
                     continue
+                previous = specs.get(spec.name)
+                if previous is not None and previous.cls is not cls:
+                    raise ConfigurationError(
+                        f"Two agents are named {spec.name!r} ({previous.cls.__qualname__} and "
+                        f"{cls.__qualname__}); give one of them @flowagent(name=...)."
+                    )
                 specs[spec.name] = spec
             if not specs:
                 raise ConfigurationError(
@@ -216,6 +222,10 @@ class Orchestrator:
             self._all_names = frozenset(specs)
             self._tenant_names = {}
             for tenant, names in (self._tenant_agents or {}).items():
+                if isinstance(names, str):
+                    raise ConfigurationError(
+                        f"tenant_agents[{tenant!r}] must be a list of agent names, e.g. [{names!r}]."
+                    )
                 unknown = set(names) - self._all_names
                 if unknown:
                     raise ConfigurationError(

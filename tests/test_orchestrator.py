@@ -742,3 +742,18 @@ def test_a_valid_default_is_kept_as_the_fields_type() -> None:
         )
     )
     assert (agent.n.default, agent.o.default) == (3, None)
+
+
+async def test_two_agent_classes_with_one_name_are_refused_not_one_dropped() -> None:
+    first, second = (
+        flowagent(triggers=[trigger], name="TestTwin")(type(cls, (StandardAgent,), {}))
+        for trigger, cls in (("first twin", "FirstTwin"), ("second twin", "SecondTwin"))
+    )
+    with pytest.raises(ConfigurationError, match="Two agents are named 'TestTwin'"):
+        await Orchestrator(agents=[first, second]).initialize()
+    await Orchestrator(agents=[second, second]).initialize()  # the same class twice is harmless
+
+
+async def test_tenant_agents_given_one_name_as_a_string_says_to_list_it() -> None:
+    with pytest.raises(ConfigurationError, match=re.escape("tenant_agents['acme'] must be a list")):
+        await Orchestrator(agents=ALL, tenant_agents={"acme": "TestLeave"}).initialize()

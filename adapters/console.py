@@ -64,6 +64,7 @@ class ConsoleChannel:
         prefix = "bot> " if self.interactive else ""
         self._write(prefix)
         choices: list[str] | None = None
+        ended = False
         async for event in self.orchestrator.process_stream(
             text, tenant_id=self.tenant_id, user_id=self.user_id, metadata={"platform": "console"}
         ):
@@ -76,7 +77,10 @@ class ConsoleChannel:
                     self._write(f" [{' / '.join(choices)}]")
                 if event.result.no_match and self.interactive:
                     self._write("\n" + self._help())
-        self._write("\n")
+                self._write("\n")  # now: the turn's log line is written as the stream closes
+                ended = True
+        if not ended:
+            self._write("\n")
 
     def _help(self) -> str:
         """What the bot can do, like the Slack and Discord help replies."""

@@ -6,10 +6,12 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from adapters.console import ConsoleChannel
-from flowagents import Orchestrator, StandardAgent, flowagent
+from flowagents import Orchestrator, StandardAgent, StreamEvent, flowagent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,3 +79,23 @@ async def test_a_line_that_is_not_utf8_gets_an_answer_and_the_chat_goes_on() -> 
     await ConsoleChannel(orchestrator, stdin=stdin, stdout=stdout).start()
     await orchestrator.close()
     assert stdout.getvalue().splitlines() == ["Sorry, I didn't get that.", "Hello!"]
+
+
+async def test_the_answer_ends_its_line_before_the_turns_log_line() -> None:
+    @flowagent(triggers=["say hi"], name="ConsoleHi")
+    class Hi(StandardAgent):
+        async def on_running(self, msg: str) -> str:
+            return "Hi!"
+
+    terminal = io.StringIO()  # the bot logs each turn to the terminal the chat is on, as its stream closes
+
+    class Logged(Orchestrator):
+        async def process_stream(self, message: str, *args: Any, **kwargs: Any) -> AsyncIterator[StreamEvent]:  # type: ignore[override]
+            async for event in super().process_stream(message, *args, **kwargs):
+                yield event
+            terminal.write("INFO flowagents.turn turn completed\n")
+
+    orchestrator = Logged(agents=[Hi])
+    await ConsoleChannel(orchestrator, stdin=io.StringIO("say hi\n"), stdout=terminal).start()
+    await orchestrator.close()
+    assert terminal.getvalue().splitlines() == ["Hi!", "INFO flowagents.turn turn completed"]

@@ -312,10 +312,14 @@ class BotSettings(BaseSettings):
             raise ValueError(
                 "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET: Slack needs one (Socket Mode or HTTP events)"
             )
-        if self.slack_app_token is not None and not self.slack_enabled:
-            raise ValueError(
-                "SLACK_BOT_TOKEN: required with SLACK_APP_TOKEN (or set SLACK_CLIENT_ID for OAuth)"
-            )
+        for partner, value in (
+            ("SLACK_APP_TOKEN", self.slack_app_token),
+            ("SLACK_SIGNING_SECRET", self.slack_signing_secret),
+        ):
+            if value is not None and not self.slack_enabled:  # else the bot would quietly chat in the console
+                raise ValueError(
+                    f"SLACK_BOT_TOKEN: required with {partner} (or set SLACK_CLIENT_ID for OAuth)"
+                )
         if self.slack_client_id and self.flowagents_secret_key is None:
             raise ValueError(
                 "FLOWAGENTS_SECRET_KEY: required with SLACK_CLIENT_ID to encrypt installation tokens; "

@@ -103,6 +103,7 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: p
         ({"slack_bot_token": "xoxp-user-secret1", "slack_app_token": "xapp-1"}, "SLACK_BOT_TOKEN", "xoxb-"),
         ({"slack_bot_token": "xoxb-1", "slack_app_token": "xoxb-secret2"}, "SLACK_APP_TOKEN", "xapp-"),
         ({"slack_bot_token": "xoxb-secret3"}, "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET", "Socket Mode"),
+        ({"slack_signing_secret": "secret3b"}, "SLACK_BOT_TOKEN", "required with SLACK_SIGNING_SECRET"),
         ({"flowagents_store": "mysql://u:secret4@h/db"}, "FLOWAGENTS_STORE", "redis://"),
         ({"flowagents_rate_limit_user": "lots"}, "FLOWAGENTS_RATE_LIMIT_USER", "20/60"),
         ({"flowagents_secret_key": "secret5-too-short"}, "FLOWAGENTS_SECRET_KEY", "Fernet"),

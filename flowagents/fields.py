@@ -49,6 +49,11 @@ _TIME = re.compile(
 _ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 _DAY_AFTER_TOMORROW = re.compile(r"\bday\s+after\s+tomorrow\b")
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_ORDINALS = {
+    w: i for i, w in enumerate("first second third fourth fifth sixth seventh eighth ninth tenth".split())
+}
+_ORDINAL_NUMBER = re.compile(r"^(\d{1,2})(?:st|nd|rd|th)$")
+_POSITION_ALONE = re.compile(r"^(?:(?:option|number|no\.?|#)\s*)?(\d{1,2})$")
 _YES = {"yes", "y", "yeah", "yep", "sure", "ok", "okay", "true", "correct"}
 _NO = {"no", "n", "nope", "false", "nah"}
 
@@ -249,18 +254,7 @@ class Slot:
         if self.type is str and self.choices is None:  # free text: the answer is the value
             return self._validated(text)
         if self.choices is not None:
-            labels = self.choice_labels or []
-            lowered = text.lower()
-            exact = [c for c, label in zip(self.choices, labels, strict=True) if label.lower() == lowered]
-            inside = [
-                c
-                for c, label in zip(self.choices, labels, strict=True)
-                if re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", lowered)
-            ]
-            picked = exact or (inside if len(inside) == 1 else [])
-            if not picked:
-                raise InvalidAnswer(f"Please choose one of: {', '.join(labels)}.")
-            return self.validate_value(picked[0])
+            return self._choose(text, by_position=True)
         try:
             if text.isdigit() and self.type in (dt.date, dt.datetime):  # not a Unix timestamp
                 raise InvalidAnswer(_REASONS[dt.date])
@@ -270,6 +264,50 @@ class Slot:
             if candidate is MISSING:
                 raise
             return self.validate_value(candidate)
+
+    def _choose(self, text: str, *, by_position: bool) -> Any:
+        """The choice an answer names ("Medium please"), or with `by_position` the one it points at
+        ("the second one", "2" when no choice is a number, "last"); raise InvalidAnswer."""
+        choices = self.choices or ()
+        labels = self.choice_labels or []
+        lowered = text.lower()
+        exact = [c for c, label in zip(choices, labels, strict=True) if label.lower() == lowered]
+        inside = [
+            c
+            for c, label in zip(choices, labels, strict=True)
+            if re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", lowered)
+        ]
+        picked = exact or (inside if len(inside) == 1 else [])
+        if not picked and by_position:
+            position = self._position(lowered, labels)
+            if position is not None:
+                picked = [choices[position]]
+        if not picked:
+            raise InvalidAnswer(f"Please choose one of: {', '.join(labels)}.")
+        return self.validate_value(picked[0])
+
+    @staticmethod
+    def _position(lowered: str, labels: list[str]) -> int | None:
+        """The index an answer points at in a list of choices, if it points at exactly one."""
+        alone = _POSITION_ALONE.match(lowered.strip(" .!?"))
+        if alone is not None:  # "2", "option 2": a position only when no choice is itself a number
+            if any(_NUMBER.search(label) for label in labels):
+                return None
+            index = int(alone.group(1)) - 1
+        else:
+            found = set()
+            for word in re.findall(r"[a-z0-9]+", lowered):
+                ordinal = _ORDINAL_NUMBER.match(word)
+                if word in _ORDINALS:
+                    found.add(_ORDINALS[word])
+                elif ordinal is not None:
+                    found.add(int(ordinal.group(1)) - 1)
+                elif word == "last":
+                    found.add(len(labels) - 1)
+            if len(found) != 1:
+                return None
+            index = found.pop()
+        return index if 0 <= index < len(labels) else None
 
     def _candidate(self, text: str) -> Any:
         """A single unambiguous value of this field's type found inside free text, else MISSING."""
@@ -293,9 +331,9 @@ class Slot:
 
         Free-text (`str`) fields are never guessed from a message; typed fields and choices are.
         """
-        if self.choices is not None:
+        if self.choices is not None:  # by name only: "for the first time" does not pick a choice
             try:
-                return self.parse_answer(text)
+                return self._choose(text.strip(), by_position=False)
             except InvalidAnswer:
                 return MISSING
         candidate = self._candidate(text)

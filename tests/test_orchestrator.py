@@ -757,3 +757,38 @@ async def test_two_agent_classes_with_one_name_are_refused_not_one_dropped() -> 
 async def test_tenant_agents_given_one_name_as_a_string_says_to_list_it() -> None:
     with pytest.raises(ConfigurationError, match=re.escape("tenant_agents['acme'] must be a list")):
         await Orchestrator(agents=ALL, tenant_agents={"acme": "TestLeave"}).initialize()
+
+
+@pytest.mark.parametrize(
+    ("answer", "chosen"),
+    [
+        ("the second one", "medium"),
+        ("2", "medium"),
+        ("Third", "large"),
+        ("the last one please", "large"),
+        ("1st", "small"),
+    ],
+)
+async def test_a_choice_can_be_picked_by_its_position(answer: str, chosen: str) -> None:
+    o = Orchestrator(agents=[Size])
+    await o.process("pick a size", user_id="u")
+    result = await o.process(answer, user_id="u")
+    assert result.raw_message == f"You chose {chosen}.", result.raw_message
+
+
+@flowagent(triggers=["pick a table"], name="TestTable")
+class Table(StandardAgent):
+    table: int = InputField("Which table?", choices=[10, 20, 30])
+    side = InputField("Which side?", choices=["window", "aisle"])
+
+    async def on_running(self, msg: str) -> str:
+        return f"Table {self.table} by the {self.side}."
+
+
+async def test_positions_never_stand_for_numeric_choices_nor_fill_a_field_from_the_first_message() -> None:
+    o = Orchestrator(agents=[Table])
+    first = await o.process("pick a table for the first time", user_id="u")  # not side = window
+    assert first.field == "table"
+    assert (await o.process("2", user_id="u")).raw_message.startswith("Please choose one of: 10, 20, 30.")
+    assert (await o.process("the second one", user_id="u")).field == "side"  # 20, by position
+    assert (await o.process("first", user_id="u")).raw_message == "Table 20 by the window."

@@ -964,7 +964,14 @@ def _is_cancel(message: str) -> bool:
     text = message.strip(_PUNCTUATION).lower()
     if text in CANCEL_PHRASES:
         return True
-    return len(text) <= _CANCEL_CHARS and " ".join(text.split()).strip(_PUNCTUATION) in CANCEL_PHRASES
+    if len(text) > _CANCEL_CHARS + len(" please"):
+        return False
+    words = [word.strip(_PUNCTUATION) for word in text.split()]
+    if words and words[0] == "please":  # "please cancel"
+        del words[0]
+    if words and words[-1] == "please":  # "cancel, please"
+        del words[-1]
+    return " ".join(word for word in words if word) in CANCEL_PHRASES
 
 
 def _bad_outcome(agent: StandardAgent, outcome: object) -> AgentDefinitionError:

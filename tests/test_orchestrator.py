@@ -619,7 +619,18 @@ def test_a_threshold_that_is_not_a_confidence_is_refused_when_the_agent_is_decla
         flowagent(triggers=["ping me"], threshold=threshold)(type("Pinger", (StandardAgent,), {}))
 
 
-@pytest.mark.parametrize("phrase", ["stop\u00a0", "never  mind", "cancel\u2026", "Cancel!", "\u00a1quit!"])
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "stop\u00a0",
+        "never  mind",
+        "cancel\u2026",
+        "Cancel!",
+        "\u00a1quit!",
+        "please cancel",
+        "Cancel, please.",
+    ],
+)
 async def test_cancel_phrases_typed_as_phones_and_keyboards_do(phrase: str) -> None:
     o = Orchestrator(agents=[Leave])
     await o.process("time off", user_id="u")

@@ -20,7 +20,15 @@ from bot.http import HttpServer, make_app
 from bot.metrics import BotMetrics, metrics_available
 from bot.orchestrator import BotOrchestrator, guards_from_settings
 from bot.settings import BotSettings, redact_url
-from flowagents import ConfigurationError, OpenAIClient, Router, StandardAgent, StoreError, registered_agents
+from flowagents import (
+    AgentDefinitionError,
+    ConfigurationError,
+    OpenAIClient,
+    Router,
+    StandardAgent,
+    StoreError,
+    registered_agents,
+)
 from flowagents.observability import add_observer
 from flowagents.routing.factory import make_router
 
@@ -62,6 +70,10 @@ def import_agents(settings: BotSettings) -> list[type[StandardAgent]]:
             raise ConfigurationError(
                 f"FLOWAGENTS_AGENTS: cannot import agent module {name!r} ({exc}); "
                 "give comma-separated importable module paths, e.g. 'agents,myteam.agents'."
+            ) from None
+        except AgentDefinitionError as exc:  # says which class and what to write instead
+            raise ConfigurationError(
+                f"FLOWAGENTS_AGENTS: {name!r} declares an agent wrongly: {exc}"
             ) from None
     registered = registered_agents()
     chosen: list[type[StandardAgent]] = []

@@ -99,3 +99,19 @@ async def test_the_answer_ends_its_line_before_the_turns_log_line() -> None:
     await ConsoleChannel(orchestrator, stdin=io.StringIO("say hi\n"), stdout=terminal).start()
     await orchestrator.close()
     assert terminal.getvalue().splitlines() == ["Hi!", "INFO flowagents.turn turn completed"]
+
+
+def test_an_agent_declared_wrongly_stops_the_bot_with_one_line_naming_its_module(tmp_path: Path) -> None:
+    (tmp_path / "wrong_agents.py").write_text(
+        "from flowagents import StandardAgent, flowagent\n\n\n"
+        "@flowagent(triggers=['wrong'])\n"
+        "class Wrong(StandardAgent):\n"
+        "    def on_running(self, msg):\n"
+        "        return 'x'\n"
+    )
+    proc = run_bot(["hi"], FLOWAGENTS_AGENTS="wrong_agents", PYTHONPATH=str(tmp_path))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("configuration error: FLOWAGENTS_AGENTS: 'wrong_agents'")
+    assert "async def on_running(self, msg)" in line

@@ -88,7 +88,7 @@ class StandardAgent:
         return dict(self._values)
 
     async def on_running(self, msg: str) -> AgentResult | str | AsyncIterator[str | AgentResult] | None:
-        """Do the agent's work; all required fields are filled."""
+        """Do the agent's work; all required fields are filled. Override it: the default replies "Done."."""
         return self.make_result(status=AgentStatus.COMPLETED, raw_message="Done.")
 
     def make_result(
@@ -131,9 +131,10 @@ def flowagent(
     """Register a `StandardAgent` subclass so the orchestrator can route to it.
 
     `triggers` are phrases that route a message here; `examples` are utterances for semantic routing;
-    `timeout` (seconds) overrides the orchestrator's default; `threshold` overrides the no-match
-    threshold for this agent; `name` defaults to the class name; `requires_llm=True` leaves the agent out
-    of orchestrators that have no LLM client.
+    `description` (default: the first line of the class docstring, else the name) is shown in help
+    replies and to the LLM router; `timeout` (seconds) overrides the orchestrator's default; `threshold`
+    overrides the no-match threshold for this agent; `name` defaults to the class name;
+    `requires_llm=True` leaves the agent out of orchestrators that have no LLM client.
     """
     if isinstance(triggers, type):  # @flowagent without parentheses passes the class itself
         raise AgentDefinitionError(

@@ -130,8 +130,8 @@ class _Turn:
 class Orchestrator:
     """Routes messages to agents, asks for missing fields over several turns and keeps tenants apart.
 
-    Subclass it to customise `route_message`, `prepare_context`, `should_process`, `post_process` and
-    `handle_no_match`.
+    Subclass it to customise `route_message`, `prepare_context`, `should_process` (and the reply to a
+    refused message, `rejection_reply`), `post_process` and `handle_no_match`.
     """
 
     def __init__(

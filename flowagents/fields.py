@@ -331,6 +331,12 @@ class Slot:
 
         Free-text (`str`) fields are never guessed from a message; typed fields and choices are.
         """
+        found = self.stated(text)
+        return MISSING if isinstance(found, InvalidAnswer) else found
+
+    def stated(self, text: str) -> Any:
+        """As `extract`, but a value the message states that the field refuses (a validator's "We seat at
+        most 10.") is returned as the `InvalidAnswer`, so its reason can be given when the field is asked."""
         if self.choices is not None:  # by name only: "for the first time" does not pick a choice
             try:
                 return self._choose(text.strip(), by_position=False)
@@ -341,8 +347,8 @@ class Slot:
             return MISSING
         try:
             return self.validate_value(candidate)
-        except InvalidAnswer:
-            return MISSING
+        except InvalidAnswer as refused:
+            return refused
 
 
 if TYPE_CHECKING:

@@ -684,26 +684,31 @@ class Orchestrator:
             agent=spec.name, status=AgentStatus.RUNNING, created_at=now, updated_at=now
         )
         typed = self._typed_fields[spec.name]
-        if typed:
-            self._prefill(typed, record.values, message)
+        refused = self._prefill(typed, record.values, message) if typed else None
         if self.slot_extractor is not None and spec.fields:
             await self._extract_more(spec, record, message, context, None)
-        return await self._advance(spec, record, message, key, context, turn)
+        return await self._advance(spec, record, message, key, context, turn, refused)
 
     @staticmethod
-    def _prefill(typed: tuple[Slot, ...], values: dict[str, Any], message: str) -> None:
-        """Take values the message states unambiguously ("a table for 4" fills the one int field)."""
+    def _prefill(typed: tuple[Slot, ...], values: dict[str, Any], message: str) -> dict[str, str] | None:
+        """Take values the message states unambiguously ("a table for 4" fills the one int field); return
+        the reasons the fields gave for values they refused ("We seat at most 10."), if any."""
         pending = [f for f in typed if f.name not in values]
         kinds: dict[Any, int] = {}
         for f in pending:
             if f.choices is None:
                 kinds[f.type] = kinds.get(f.type, 0) + 1
+        refused: dict[str, str] | None = None
         for f in pending:
             if f.choices is None and kinds[f.type] > 1:
                 continue
-            value = f.extract(message)
-            if value is not MISSING:
+            value = f.stated(message)
+            if isinstance(value, InvalidAnswer):
+                refused = refused or {}
+                refused[f.name] = value.reason
+            elif value is not MISSING:
                 values[f.name] = value
+        return refused
 
     async def _extract_more(
         self,
@@ -841,6 +846,7 @@ class Orchestrator:
         key: ConversationKey,
         context: dict[str, Any],
         turn: _Turn,
+        refused: Mapping[str, str] | None = None,
     ) -> AgentResult:
         field = spec.missing(record.values)
         record.updated_at = time.time()
@@ -850,7 +856,7 @@ class Orchestrator:
             record.status = AgentStatus.WAITING_FOR_INPUT
             record.asking = field.name
             await self.store.save(key, record)
-            return self._ask(spec, field, key, turn)
+            return self._ask(spec, field, key, turn, prefix=refused.get(field.name, "") if refused else "")
         if turn.sink is not None:
             turn.state(spec.name, record.status, AgentStatus.RUNNING)
         record.status = AgentStatus.RUNNING

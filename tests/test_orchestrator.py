@@ -803,3 +803,25 @@ async def test_positions_never_stand_for_numeric_choices_nor_fill_a_field_from_t
     assert (await o.process("2", user_id="u")).raw_message.startswith("Please choose one of: 10, 20, 30.")
     assert (await o.process("the second one", user_id="u")).field == "side"  # 20, by position
     assert (await o.process("first", user_id="u")).raw_message == "Table 20 by the window."
+
+
+def _at_most_ten(guests: int) -> int:
+    if guests > 10:
+        raise ValueError("We seat at most 10.")
+    return guests
+
+
+@flowagent(triggers=["book a room"], name="TestRoom")
+class Room(StandardAgent):
+    guests: int = InputField("How many guests?", validator=_at_most_ten)
+    day: dt.date = InputField("Which day?")
+
+    async def on_running(self, msg: str) -> str:
+        return f"Room for {self.guests}."
+
+
+async def test_a_value_in_the_first_message_that_the_field_refuses_is_asked_again_with_the_reason() -> None:
+    o = Orchestrator(agents=[Room])
+    result = await o.process("book a room for 30", user_id="u")
+    assert result.raw_message == "We seat at most 10. How many guests?"
+    assert (await o.process("book a room", user_id="v")).raw_message == "How many guests?"

@@ -966,11 +966,15 @@ def _delivery_key(tenant_id: str, delivery_id: str) -> str:
 
 
 def _is_cancel(message: str) -> bool:
-    """True when the whole message is a cancel phrase ("Cancel!", "never  mind", "stop…")."""
+    """True when the whole message is a cancel phrase ("Cancel!", "never  mind", "stop…", "please cancel")."""
     text = message.strip(_PUNCTUATION).lower()
     if text in CANCEL_PHRASES:
         return True
     if len(text) > _CANCEL_CHARS + len(" please"):
+        return False
+    if " ".join(text.split()).strip(_PUNCTUATION) in CANCEL_PHRASES:
+        return True
+    if "please" not in text:  # most short answers: nothing more to take off
         return False
     words = [word.strip(_PUNCTUATION) for word in text.split()]
     if words and words[0] == "please":  # "please cancel"

@@ -174,6 +174,16 @@ async def test_a_claim_whose_worker_died_can_be_taken_again(store: ConversationS
     assert not await store.claim_delivery("Ev1", lease_seconds=60)
 
 
+async def test_a_delivery_released_with_no_keep_time_can_be_claimed_again_at_once(
+    store: ConversationStore,
+) -> None:
+    # The orchestrator releases the claim of a turn that failed or was cancelled: the retry must run.
+    for attempt in range(20):
+        assert await store.claim_delivery("Ev1", lease_seconds=60), attempt
+        await store.finish_delivery("Ev1", keep_seconds=0)
+    assert await store.claim_delivery("Ev1", lease_seconds=60)
+
+
 async def test_concurrent_claims_of_one_delivery_have_one_winner(store: ConversationStore) -> None:
     results = await asyncio.gather(*(store.claim_delivery("Ev-race", 60) for _ in range(20)))
     assert results.count(True) == 1

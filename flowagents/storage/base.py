@@ -160,7 +160,11 @@ class ConversationStore(ABC):
 
     @abstractmethod
     async def finish_delivery(self, delivery_id: str, keep_seconds: float) -> None:
-        """Mark a claimed delivery as done and remember it for `keep_seconds`."""
+        """Mark a claimed delivery as done and remember it for `keep_seconds`.
+
+        `keep_seconds=0` forgets the delivery at once: the orchestrator releases the claim of a turn that
+        did not happen this way, so the platform's retry is processed.
+        """
 
     @abstractmethod
     def snapshot(self, tenant_id: str | None = None) -> list[tuple[ConversationKey, ConversationRecord]]:

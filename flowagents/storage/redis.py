@@ -196,10 +196,12 @@ class RedisStore(ConversationStore):
         return bool(won)
 
     async def finish_delivery(self, delivery_id: str, keep_seconds: float) -> None:
+        keep_ms = int(keep_seconds * 1000)
         try:
-            await self.client.set(
-                self.keys.delivery(delivery_id), "done", px=max(1, int(keep_seconds * 1000))
-            )
+            if keep_ms <= 0:  # released (the turn failed): its retry may claim it at once, as on the SQL stores
+                await self.client.delete(self.keys.delivery(delivery_id))
+            else:
+                await self.client.set(self.keys.delivery(delivery_id), "done", px=keep_ms)
         except RedisError as exc:
             raise self._error("finish delivery", exc) from exc
 

@@ -99,11 +99,13 @@ class ActiveAgent(BaseModel):
 class _Turn:
     """Collects the text of one turn and forwards events to the stream, if anyone listens."""
 
-    __slots__ = ("parts", "sink")
+    __slots__ = ("parts", "saved", "sink")
 
     def __init__(self, sink: Sink | None) -> None:
         self.sink = sink
         self.parts: list[str] = []
+        self.saved = False
+        """Set as the turn starts saving the conversation: from then on the turn may have happened."""
 
     def say(self, text: str) -> None:
         """A separate message (a blank line apart from what was said before)."""
@@ -441,6 +443,10 @@ class Orchestrator:
                 result = await self._post_process(result, context, turn)
             if sink is not None:
                 sink(trusted(ResultEvent, {"result": result}))
+        except asyncio.CancelledError:  # the caller's timeout, a stream left early, a shutdown
+            if claim_id is not None and not turn.saved:  # nothing happened: the retry must run
+                await asyncio.shield(self._release_delivery(claim_id))
+            raise
         except (StoreError, OSError, ConnectionError) as exc:
             failure = self._failure(key, exc, sink, _STORE_DOWN, "store_unavailable", turn)
         except Exception as exc:  # a bug in a hook or router: apologise, keep serving everyone else
@@ -456,6 +462,11 @@ class Orchestrator:
         if claim_id is not None:
             await self._release_delivery(claim_id)
         return failure
+
+    async def _save(self, key: ConversationKey, record: ConversationRecord, turn: _Turn) -> None:
+        """Save the conversation; a turn cancelled from here on keeps its delivery (the save may be done)."""
+        turn.saved = True
+        await self.store.save(key, record)
 
     async def _post_process(self, result: AgentResult, context: dict[str, Any], turn: _Turn) -> AgentResult:
         """The `post_process` hook's result; text it adds at the end is streamed as a last chunk.
@@ -792,7 +803,7 @@ class Orchestrator:
             turn.state(spec.name, record.status, AgentStatus.FAILED)
             record.status = AgentStatus.FAILED
             record.asking = None
-            await self.store.save(key, record)
+            await self._save(key, record, turn)
             example = spec.triggers[0] if spec.triggers else spec.name
             turn.say(
                 f"Sorry, I still couldn't use that answer. Let's stop here; say \"{example}\" to start again."
@@ -807,7 +818,7 @@ class Orchestrator:
                 key,
                 turn,
             )
-        await self.store.save(key, record)
+        await self._save(key, record, turn)
         return self._ask(spec, field, key, turn, prefix=invalid.reason)
 
     def _ask(
@@ -855,7 +866,7 @@ class Orchestrator:
                 turn.state(spec.name, record.status, AgentStatus.WAITING_FOR_INPUT)
             record.status = AgentStatus.WAITING_FOR_INPUT
             record.asking = field.name
-            await self.store.save(key, record)
+            await self._save(key, record, turn)
             return self._ask(spec, field, key, turn, prefix=refused.get(field.name, "") if refused else "")
         if turn.sink is not None:
             turn.state(spec.name, record.status, AgentStatus.RUNNING)
@@ -866,7 +877,7 @@ class Orchestrator:
             turn.state(spec.name, AgentStatus.RUNNING, result.status)
         record.status = result.status
         record.updated_at = time.time()
-        await self.store.save(key, record)
+        await self._save(key, record, turn)
         return self._stamp(result, key, turn)
 
     async def _run_agent(
@@ -955,7 +966,7 @@ class Orchestrator:
         record.status = AgentStatus.CANCELLED
         record.asking = None
         record.updated_at = time.time()
-        await self.store.save(key, record)
+        await self._save(key, record, turn)
         turn.say(f"Cancelled: {spec.description}.".replace("..", "."))
         return self._stamp(AgentResult(status=AgentStatus.CANCELLED, agent_name=spec.name), key, turn)
 

@@ -429,6 +429,28 @@ async def test_a_bug_in_a_hook_gives_an_apology_and_the_bot_carries_on() -> None
     assert not retry.duplicate and retry.field == "guests"
 
 
+async def test_a_turn_cancelled_after_it_saved_keeps_its_delivery_so_a_retry_cannot_apply_it_twice() -> None:
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    class SlowHook(Orchestrator):
+        async def post_process(self, result: AgentResult, context: dict[str, Any]) -> AgentResult:
+            if context["delivery_id"] == "d1":
+                entered.set()
+                await gate.wait()  # the answer is saved; the caller gives up here
+            return result
+
+    o = SlowHook(agents=ALL)
+    assert (await o.process("book table", tenant_id="t", user_id="u", delivery_id="d0")).field == "guests"
+    first = asyncio.create_task(o.process("4", tenant_id="t", user_id="u", delivery_id="d1"))
+    await entered.wait()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    gate.set()
+    assert (await o.process("4", tenant_id="t", user_id="u", delivery_id="d1")).duplicate
+    assert [a.asking for a in o.get_active_agents("t")] == ["day"]  # the 4 guests were kept, once
+
+
 async def test_cancel_command_with_nothing_active_says_so(orch: Orchestrator) -> None:
     r = await orch.cancel(tenant_id="t", user_id="u")
     assert r.raw_message == "There is nothing to cancel." and not r.no_match

@@ -14,7 +14,7 @@ import redis
 from _workers.agents import ALL, Booking
 from _workers.support import PG_URL, drop_redis_namespace, redis_namespace, require_service
 
-from flowagents import AgentStatus, Orchestrator
+from flowagents import AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
 from flowagents.storage import ConversationKey
 from flowagents.storage.postgres import PostgresStore
 from flowagents.storage.redis import RedisStore
@@ -145,6 +145,46 @@ async def test_the_same_delivery_twice_at_once_and_after_completion_gives_one_re
     again = await orch.process("6", user_id="cy", delivery_id="Ev1")
     assert again.duplicate and not again.processed and again.raw_message == ""
     assert (await orch.process("sunday", user_id="cy", delivery_id="Ev2")).raw_message == "Under which name?"
+
+
+@flowagent(triggers=["order tea"], name="store_gated", description="An order that waits for a gate")
+class Gated(StandardAgent):
+    """Asks one question, then runs until the test opens `gate`."""
+
+    entered: asyncio.Event
+    gate: asyncio.Event
+    kind: str = InputField("Which kind?")
+
+    async def on_running(self, msg: str) -> str:
+        Gated.entered.set()
+        await Gated.gate.wait()
+        return f"Ordered {self.kind} tea."
+
+
+@pytest.mark.parametrize("how", ["task cancelled", "stream left"])
+async def test_a_turn_cancelled_before_it_saved_is_processed_when_its_delivery_comes_again(
+    make: Factory, how: str
+) -> None:
+    orch = make([Gated])
+    assert (await orch.process("order tea", user_id="eve", delivery_id="Ev0")).raw_message == "Which kind?"
+    Gated.entered, Gated.gate = asyncio.Event(), asyncio.Event()
+    if how == "task cancelled":  # a caller's timeout around process(), a shutdown past its grace
+        first = asyncio.create_task(orch.process("green", user_id="eve", delivery_id="Ev1"))
+        await Gated.entered.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    else:
+        stream = orch.process_stream("green", user_id="eve", delivery_id="Ev1")
+        async for _ in stream:
+            if Gated.entered.is_set():
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+    Gated.gate.set()
+    # Nothing was saved: the conversation still waits for the kind, and the retry is not a duplicate.
+    retry = await orch.process("green", user_id="eve", delivery_id="Ev1")
+    assert (retry.duplicate, retry.raw_message) == (False, "Ordered green tea.")
+    assert (await orch.process("green", user_id="eve", delivery_id="Ev1")).duplicate
 
 
 async def test_active_agents_and_cleanup_work_on_every_store(make: Factory) -> None:

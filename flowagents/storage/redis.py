@@ -198,7 +198,7 @@ class RedisStore(ConversationStore):
     async def finish_delivery(self, delivery_id: str, keep_seconds: float) -> None:
         keep_ms = int(keep_seconds * 1000)
         try:
-            if keep_ms <= 0:  # released (the turn failed): its retry may claim it at once, as on the SQL stores
+            if keep_ms <= 0:  # released (the turn failed): its retry may claim it at once, as elsewhere
                 await self.client.delete(self.keys.delivery(delivery_id))
             else:
                 await self.client.set(self.keys.delivery(delivery_id), "done", px=keep_ms)

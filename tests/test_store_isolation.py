@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -313,3 +314,24 @@ async def test_a_cancelled_ticket_that_reaches_redis_after_its_release_is_not_qu
         await asyncio.sleep(0.5)  # the held enqueue has run by now
         assert not await raw.exists(queue)
         await _next_message_runs_at_once(iso, raw, queue)
+
+
+async def test_a_postgres_lock_whose_server_falls_silent_mid_turn_is_given_up_not_held_for_minutes() -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    pg = urlsplit(PG_URL)
+    link = SlowLink(pg.hostname or "127.0.0.1", pg.port or 5432)
+    await link.start()
+    via_link = pg._replace(netloc=f"{pg.username}@127.0.0.1:{link.port}").geturl()
+    iso = PostgresIsolation(via_link, timeout_seconds=0.5)
+    other = PostgresIsolation(PG_URL)
+    try:
+        async with asyncio.timeout(30):  # not the minutes TCP takes to give up on a silent peer
+            async with iso.lock(KEY):
+                link.up = 3600.0  # the network goes silent mid-turn: the unlock never reaches PostgreSQL
+        await link.stop()  # the dropped connection ends the session, and with it the lock
+        async with asyncio.timeout(10), other.lock(KEY):
+            pass
+    finally:
+        await iso.close()
+        await other.close()
+        await link.stop()

@@ -234,12 +234,17 @@ class PostgresIsolation(EventIsolation):
     """Turns of one conversation one at a time across processes, via `pg_advisory_lock` per conversation.
 
     Each running turn holds one pooled connection (`pool_size` bounds concurrent turns per process).
+    A message waits at most `wait_seconds` for the conversation; giving it back may take `timeout_seconds`,
+    after which the connection is dropped (PostgreSQL then frees the lock when it notices).
     """
 
-    def __init__(self, dsn: str, *, pool_size: int = 10, wait_seconds: float = 60.0) -> None:
+    def __init__(
+        self, dsn: str, *, pool_size: int = 10, wait_seconds: float = 60.0, timeout_seconds: float = 5.0
+    ) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
         self.wait_seconds = wait_seconds
+        self.timeout_seconds = timeout_seconds
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._local = MemoryIsolation()
@@ -273,12 +278,14 @@ class PostgresIsolation(EventIsolation):
                     yield
                 finally:
                     with contextlib.suppress(*_ERRORS):
-                        clean = bool(await conn.fetchval("SELECT pg_advisory_unlock($1)", lock_id))
+                        # Bounded: a silent network must not hold the turn (and its conversation) for minutes.
+                        unlock = "SELECT pg_advisory_unlock($1)"
+                        clean = bool(await conn.fetchval(unlock, lock_id, timeout=self.timeout_seconds))
             finally:
                 if not clean:
                     conn.terminate()
                 with contextlib.suppress(*_ERRORS):
-                    await pool.release(conn)
+                    await pool.release(conn, timeout=self.timeout_seconds)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -74,26 +74,30 @@ def free_port() -> int:
 
 
 class SlowLink:
-    """A TCP proxy to the test Redis that holds what it reads `up` (requests) or `down` (replies) seconds.
+    """A TCP proxy to the test Redis (or another server) that holds what it reads `up` (requests) or
+    `down` (replies) seconds.
 
     The delay is the one set when a chunk is read, so a command already on its way keeps its delay after
     the attribute changes; chunks keep their order on each connection.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = REDIS_HOST, port: int = REDIS_PORT) -> None:
         self.up = 0.0
         self.down = 0.0
+        self.target = (host, port)
+        self.port = 0
+        """The proxy's own port, once started."""
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> str:
         """Listen on a free port; returns the Redis URL (test database) through the proxy."""
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"redis://127.0.0.1:{port}/{REDIS_DB}"
+        self.port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{self.port}/{REDIS_DB}"
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        redis_reader, redis_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
+        redis_reader, redis_writer = await asyncio.open_connection(*self.target)
         self._writers |= {client_writer, redis_writer}
         await asyncio.gather(
             self._pump(client_reader, redis_writer, "up"), self._pump(redis_reader, client_writer, "down")

@@ -197,3 +197,30 @@ async def test_a_record_from_another_schema_version_is_returned_for_the_orchestr
     await store.save(KEY, rec)
     loaded = await store.load(KEY)
     assert loaded is not None and loaded.version == 99
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_a_worker_whose_clock_runs_ahead_cannot_take_over_a_claim_in_progress(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await make_store(kind, tmp_path)
+    if isinstance(a, RedisStore):
+        b: ConversationStore = RedisStore(a.url, keys=a.keys)
+    else:
+        assert isinstance(a, PostgresStore)
+        b = PostgresStore(PG_URL, table_prefix=a.prefix, purge_interval_seconds=0)
+    await a.open()
+    await b.open()
+    try:
+        assert await a.claim_delivery("Ev1", lease_seconds=60)  # worker A is processing Ev1
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 120)  # worker B's host clock is 2 minutes ahead
+        await b.save(KEY, record())  # B's housekeeping (purge after a save) must not drop A's claim either
+        assert not await b.claim_delivery("Ev1", lease_seconds=60)  # the redelivery reaching B
+        monkeypatch.undo()
+        await a.finish_delivery("Ev1", keep_seconds=60)
+        assert not await a.claim_delivery("Ev1", lease_seconds=60)
+    finally:
+        await drop(a)
+        await a.close()
+        await b.close()

@@ -35,6 +35,8 @@ _HINT = (
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 T = TypeVar("T")
+_NOW = "extract(epoch from now())::float8"
+"""The server's Unix time (of the statement's transaction), in SQL."""
 
 
 def _schema(prefix: str) -> str:
@@ -93,12 +95,15 @@ class PostgresStore(ConversationStore):
             "expires_at = $6, data = $7",
             "delete": f"DELETE FROM {t}conversations WHERE tenant_id = $1 AND conversation_id = $2 "
             "AND user_id = $3",
-            "claim": f"INSERT INTO {t}deliveries AS d VALUES ($1, false, $2) ON CONFLICT (id) DO UPDATE "
-            "SET done = false, expires_at = $2 WHERE d.expires_at <= $3 RETURNING 1",
-            "finish": f"INSERT INTO {t}deliveries VALUES ($1, true, $2) ON CONFLICT (id) DO UPDATE "
-            "SET done = true, expires_at = $2",
+            # Delivery leases run on the server's clock, like Redis's PX: workers on hosts whose clocks
+            # disagree must not take over (or purge) each other's claims early.
+            "claim": f"INSERT INTO {t}deliveries AS d VALUES ($1, false, {_NOW} + $2::float8) "
+            f"ON CONFLICT (id) DO UPDATE SET done = false, expires_at = {_NOW} + $2::float8 "
+            f"WHERE d.expires_at <= {_NOW} RETURNING 1",
+            "finish": f"INSERT INTO {t}deliveries VALUES ($1, true, {_NOW} + $2::float8) "
+            f"ON CONFLICT (id) DO UPDATE SET done = true, expires_at = {_NOW} + $2::float8",
             "purge": f"DELETE FROM {t}conversations WHERE expires_at <= $1",
-            "purge_deliveries": f"DELETE FROM {t}deliveries WHERE expires_at <= $1",
+            "purge_deliveries": f"DELETE FROM {t}deliveries WHERE expires_at <= {_NOW}",
         }
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
@@ -148,7 +153,7 @@ class PostgresStore(ConversationStore):
             self._next_purge = now + self.purge_interval_seconds
             try:  # the record is saved: a failed clean-up must not fail the turn
                 await self._call("purge", lambda p: p.execute(self._sql["purge"], now))
-                await self._call("purge", lambda p: p.execute(self._sql["purge_deliveries"], now))
+                await self._call("purge", lambda p: p.execute(self._sql["purge_deliveries"]))
             except StoreError:  # already logged; the next interval tries again
                 pass
 
@@ -156,15 +161,15 @@ class PostgresStore(ConversationStore):
         await self._call("delete", lambda p: p.execute(self._sql["delete"], *key))
 
     async def claim_delivery(self, delivery_id: str, lease_seconds: float) -> bool:
-        now = time.time()
         got = await self._call(
-            "claim delivery", lambda p: p.fetchval(self._sql["claim"], delivery_id, now + lease_seconds, now)
+            "claim delivery", lambda p: p.fetchval(self._sql["claim"], delivery_id, lease_seconds)
         )
         return got is not None
 
     async def finish_delivery(self, delivery_id: str, keep_seconds: float) -> None:
-        until = time.time() + keep_seconds
-        await self._call("finish delivery", lambda p: p.execute(self._sql["finish"], delivery_id, until))
+        await self._call(
+            "finish delivery", lambda p: p.execute(self._sql["finish"], delivery_id, keep_seconds)
+        )
 
     # ------------------------------------------------------------------------------ admin (sync)
 

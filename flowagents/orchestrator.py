@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
@@ -463,10 +463,12 @@ class Orchestrator:
             await self._release_delivery(claim_id)
         return failure
 
-    async def _save(self, key: ConversationKey, record: ConversationRecord, turn: _Turn) -> None:
-        """Save the conversation; a turn cancelled from here on keeps its delivery (the save may be done)."""
+    def _save(self, key: ConversationKey, record: ConversationRecord, turn: _Turn) -> Awaitable[None]:
+        """Save the conversation; a turn cancelled from here on keeps its delivery (the save may be done).
+
+        A plain function handing back the store's coroutine: one coroutine less on every turn."""
         turn.saved = True
-        await self.store.save(key, record)
+        return self.store.save(key, record)
 
     async def _post_process(self, result: AgentResult, context: dict[str, Any], turn: _Turn) -> AgentResult:
         """The `post_process` hook's result; text it adds at the end is streamed as a last chunk.

@@ -271,6 +271,8 @@ class ReplyWriter:
             await self._open(text)
 
     async def _open(self, text: str) -> None:
+        if not text.strip():  # Slack refuses a message of blanks (no_text): the next words open it
+            return
         if self._native:
             try:
                 resp = await self._call(

@@ -335,6 +335,20 @@ async def test_post_that_keeps_failing_mid_answer_is_tried_again_at_the_end_then
         assert texts[-1] == UNDELIVERED
 
 
+async def test_an_answer_that_starts_with_blank_lines_is_streamed_without_a_refused_post(
+    fast_fake: FakeSlack,
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    writer = dm_writer(fast_fake, ws.bot_token)
+    writer.feed("\n\n")  # Slack answers no_text to a message of blanks
+    await asyncio.sleep(0.1)  # room for the flusher to send it, if it would
+    writer.feed("Here is the answer.")
+    await fast_fake.wait_for(lambda: fast_fake.bot_messages(channel="DU1"))
+    await writer.finish()
+    assert [m.text for m in fast_fake.bot_messages(channel="DU1")] == ["Here is the answer."]
+    assert all(c.response["ok"] for c in fast_fake.calls)
+
+
 async def test_native_stream_expiry_mid_answer_loses_no_text(
     fast_fake: FakeSlack, orchestrator: Orchestrator
 ) -> None:

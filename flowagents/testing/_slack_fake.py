@@ -749,7 +749,7 @@ class FakeSlack:
             text = str(p["markdown_text"])
             return "msg_too_long" if len(text) > MAX_MARKDOWN_CHARS else (text, True)
         text = str(p.get("text") or "")
-        if not text and not p.get("blocks"):
+        if not text.strip() and not p.get("blocks"):  # blanks only are no text to Slack
             return "no_text"
         return "msg_too_long" if len(text) > MAX_TEXT_CHARS else (text, False)
 

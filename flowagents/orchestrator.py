@@ -160,6 +160,13 @@ class Orchestrator:
         self.routing_strategy = routing_strategy
         self.store: ConversationStore = store if store is not None else MemoryStore()
         self.isolation: EventIsolation = isolation if isolation is not None else MemoryIsolation()
+        if isolation is None and self.store.shared:
+            log.warning(
+                "%s is shared by several workers but no isolation= was given: a conversation's turns are "
+                "only serialised within this process; pass the store's isolation too (store_from_url "
+                "returns both)",
+                type(self.store).__name__,
+            )
         self.default_timeout = default_timeout
         self.no_match_threshold = no_match_threshold
         self.switch_confidence = switch_confidence

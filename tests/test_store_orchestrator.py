@@ -211,3 +211,19 @@ async def test_many_messages_of_one_conversation_at_once_are_applied_one_by_one(
         "Third answer?",
         "Survey done: one | two | three",
     ]
+
+
+def test_a_store_shared_by_workers_without_its_isolation_is_warned_about(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    url = "redis://127.0.0.1:6379/0"
+    Orchestrator(agents=[Booking], store=RedisStore(url))
+    Orchestrator(agents=[Booking], store=PostgresStore(PG_URL))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w.split()[0] for w in warned] == ["RedisStore", "PostgresStore"]
+    assert all("isolation=" in w for w in warned)
+    caplog.clear()
+    store, isolation = store_from_url(url)
+    Orchestrator(agents=[Booking], store=store, isolation=isolation)
+    Orchestrator(agents=[Booking], store=store_from_url(f"sqlite:///{tmp_path}/bot.db")[0])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -11,7 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import TypeAdapter
 
@@ -132,6 +132,9 @@ class ConversationStore(ABC):
     """A conversation waiting for input longer than this expires on its own."""
     finished_ttl_seconds: float
     """A finished agent's record is kept this long for the agent pool, then expires."""
+    shared: ClassVar[bool] = False
+    """True for a store several processes use at once (Redis, PostgreSQL): it needs a matching
+    cross-process `EventIsolation`."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect; called by `Orchestrator.initialize`."""

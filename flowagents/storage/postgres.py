@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS {prefix}deliveries (
 class PostgresStore(ConversationStore):
     """Conversation records and delivery ids in PostgreSQL tables named `<table_prefix>conversations` etc."""
 
+    shared = True
+
     def __init__(
         self,
         dsn: str,

@@ -105,6 +105,8 @@ def _glob_escape(text: str) -> str:
 class RedisStore(ConversationStore):
     """Conversation records and delivery ids in Redis (see the module docstring)."""
 
+    shared = True
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",

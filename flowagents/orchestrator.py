@@ -62,6 +62,9 @@ CANCEL_PHRASES = frozenset(
         "abort",
         "quit",
         "forget it",
+        "forget about it",
+        "stop it",
+        "cancel this",
         "exit",
     }
 )

@@ -651,6 +651,8 @@ def test_a_threshold_that_is_not_a_confidence_is_refused_when_the_agent_is_decla
         "\u00a1quit!",
         "please cancel",
         "Cancel, please.",
+        "Stop it!",
+        "forget about it",
     ],
 )
 async def test_cancel_phrases_typed_as_phones_and_keyboards_do(phrase: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import math
 import re
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -118,15 +119,25 @@ def _dates(text: str, today: dt.date | None = None) -> list[dt.date]:
     return out
 
 
+def _implied_choices(type_: Any) -> tuple[Any, ...] | None:
+    """The values a `Literal[...]` or an `Enum` type allows, else None."""
+    if get_origin(type_) is Literal:
+        return get_args(type_)
+    if isinstance(type_, type) and issubclass(type_, enum.Enum):
+        return tuple(type_)
+    return None
+
+
 class Slot:
     """A value the agent needs; asked with `question` until a valid answer arrives.
 
     Declared with `InputField(...)` (this class, typed as `Any` so `guests: int = InputField(...)` checks).
 
     The type comes from the class annotation (`guests: int = InputField(...)`) or `type=`, default `str`.
-    Answers are validated with pydantic ("4" becomes 4); `choices` limits the answers; `validator` may
-    transform the value or raise `ValueError("reason")`. After `max_attempts` invalid answers the agent
-    gives up politely. A field with a `default`, or with `required=False`, is not asked.
+    Answers are validated with pydantic ("4" becomes 4); `choices` limits the answers (a `Literal[...]` or
+    `Enum` type gives its values as the choices); `validator` may transform the value or raise
+    `ValueError("reason")`. After `max_attempts` invalid answers the agent gives up politely. A field with
+    a `default`, or with `required=False`, is not asked.
     """
 
     def __init__(
@@ -174,6 +185,8 @@ class Slot:
                 f"{where}: type {type_name} is not supported; use str, int, float, bool, datetime.date, "
                 "datetime.time or another type pydantic can validate."
             ) from None
+        if self.choices is None:  # Literal["s", "m"] and Enum types name their choices themselves
+            self.choices = _implied_choices(self.type)
         if self.choices is not None:
             checked = []
             for choice in self.choices:
@@ -206,7 +219,9 @@ class Slot:
     @property
     def choice_labels(self) -> list[str] | None:
         """The choices as text, for buttons and prompts."""
-        return [str(c) for c in self.choices] if self.choices is not None else None
+        if self.choices is None:
+            return None
+        return [str(c.value) if isinstance(c, enum.Enum) else str(c) for c in self.choices]
 
     def __get__(self, obj: StandardAgent | None, owner: type | None = None) -> Any:
         if obj is None:

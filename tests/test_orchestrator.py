@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
@@ -23,6 +25,7 @@ from flowagents import (
 from flowagents.errors import AgentDefinitionError, ConfigurationError, StoreError
 from flowagents.storage.base import ConversationKey, ConversationRecord
 from flowagents.storage.memory import MemoryStore
+from flowagents.storage.url import store_from_url
 
 
 @flowagent(triggers=["book table", "reservation"], name="TestBooking", description="Book a table")
@@ -849,3 +852,36 @@ async def test_a_value_in_the_first_message_that_the_field_refuses_is_asked_agai
     result = await o.process("book a room for 30", user_id="u")
     assert result.raw_message == "We seat at most 10. How many guests?"
     assert (await o.process("book a room", user_id="v")).raw_message == "How many guests?"
+
+
+class Drink(enum.Enum):
+    TEA = "tea"
+    COFFEE = "coffee"
+
+
+@flowagent(triggers=["order a drink"], name="TestDrink")
+class DrinkOrder(StandardAgent):
+    size: Literal["small", "large"] = InputField("Which size?")
+    drink: Drink = InputField("Tea or coffee?")
+
+    async def on_running(self, msg: str) -> str:
+        return f"A {self.size} {self.drink.value}, {type(self.drink).__name__}."
+
+
+async def test_literal_and_enum_fields_offer_their_values_as_choices(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/bot.db"
+    first = Orchestrator(agents=[DrinkOrder], store=store_from_url(url)[0])
+    try:
+        asked = await first.process("order a drink", user_id="u")
+        assert asked.choices == ["small", "large"]
+        assert (await first.process("Large", user_id="u")).choices == ["tea", "coffee"]
+    finally:
+        await first.close()
+    restarted = Orchestrator(agents=[DrinkOrder], store=store_from_url(url)[0])
+    try:  # the enum value is kept across a restart
+        refused = await restarted.process("milk", user_id="u")
+        assert refused.raw_message.startswith("Please choose one of: tea, coffee.")
+        done = await restarted.process("the first one", user_id="u")
+        assert done.raw_message == "A large tea, Drink."
+    finally:
+        await restarted.close()

@@ -244,7 +244,7 @@ async def test_a_streams_junk_usage_is_estimated_from_its_chunks(fake_openai: Fa
     chunk = {
         "id": "c",
         "object": "chat.completion.chunk",
-        "choices": [{"index": 0, "delta": {"content": "Hi"}}],
+        "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}],
     }
     last = {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": "n/a"}}
     fake_openai.script(
@@ -253,6 +253,25 @@ async def test_a_streams_junk_usage_is_estimated_from_its_chunks(fake_openai: Fa
     assert [c async for c in llm.stream(HI, tenant_id="T1")] == ["Hi"]  # the answer was delivered
     usage = llm.usage.for_tenant("T1")
     assert (usage.calls, usage.completion_tokens, usage.interrupted_calls) == (1, 1, 0)
+    await llm.close()
+
+
+async def test_a_stream_that_ends_before_the_model_finished_is_an_error(fake_openai: FakeOpenAI) -> None:
+    # A proxy or a crashed server may end the response cleanly mid-answer: no finish_reason, no [DONE].
+    llm = fake_openai.client()
+    chunks = [
+        {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}
+        for text in ("The three steps are: ", "first, ope")
+    ]
+    sse = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks)
+    fake_openai.script(Raw(sse, content_type="text/event-stream"))
+    received: list[str] = []
+    with pytest.raises(LLMUnavailableError, match="before the answer was finished"):
+        async for chunk in llm.stream(HI, tenant_id="T1"):
+            received.append(chunk)
+    assert received == ["The three steps are: ", "first, ope"]  # shown as it came, then the verdict
+    usage = llm.usage.for_tenant("T1")
+    assert (usage.calls, usage.completion_tokens, usage.interrupted_calls) == (1, 2, 1)
     await llm.close()
 
 

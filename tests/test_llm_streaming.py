@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from flowagents import (
     StreamEvent,
     flowagent,
 )
-from flowagents.testing.openai import Fail, FakeOpenAI, Reply
+from flowagents.testing.openai import Fail, FakeOpenAI, Raw, Reply
 
 POLITE_FAILURE = "Sorry, something went wrong while handling that. Please try again."
 
@@ -159,6 +160,22 @@ async def test_the_assistant_never_answers_with_an_empty_reply(
     fake.script(answer)
     result = await orch.process("what is love?", tenant_id="T1", user_id="u")
     assert result.status is status and result.raw_message.strip().endswith(reply)
+    await orch.close()
+
+
+async def test_an_answer_cut_short_is_not_delivered_as_complete(fake: FakeOpenAI) -> None:
+    orch = orchestrator(fake)
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": "Do"}}],
+    }
+    fake.script(Raw(f"data: {json.dumps(chunk)}\n\n", content_type="text/event-stream"))  # no finish_reason
+    events = [e async for e in orch.process_stream("how do i reset it", tenant_id="T1", user_id="u")]
+    result = events[-1]
+    assert isinstance(result, ResultEvent) and result.result.status is AgentStatus.FAILED
+    assert [e.code for e in events if isinstance(e, ErrorEvent)] == ["llm_error"]
+    assert result.result.raw_message == "Do\n\n" + POLITE_FAILURE  # what came, then the apology
     await orch.close()
 
 

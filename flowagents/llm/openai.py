@@ -106,7 +106,8 @@ class OpenAIClient:
 
         Closing this generator, cancelling the task that reads it or a timeout around it closes the HTTP
         response at once, so the server stops generating. Raises `LLMResponseError` (after the text received)
-        when the answer was refused, cut off or filtered, or the server sent no chat completion chunks.
+        when the answer was refused, cut off or filtered, or the server sent no chat completion chunks, and
+        `LLMUnavailableError` when the stream ended before the model finished (no finish_reason).
         """
         tenant = resolve_tenant(tenant_id)
         model = options.pop("model", self.model)
@@ -149,10 +150,16 @@ class OpenAIClient:
                     if text:
                         received += 1
                         yield text
-                finished = True
                 if not seen:
+                    finished = True
                     kind = stream.response.headers.get("content-type", "no Content-Type")
                     raise self._malformed(f"no stream of chat completion chunks ({kind})")
+                if finish_reason is None:  # ended cleanly mid-answer (a proxy, a restarted server)
+                    raise LLMUnavailableError(
+                        f"The LLM server at {self._server} ended the stream before the answer was finished "
+                        "(no finish_reason); the connection was probably cut. Try again."
+                    )
+                finished = True
                 _check_answer(refusal or None, finish_reason)
             finally:
                 await stream.close()

@@ -112,6 +112,19 @@ async def test_llm_values_still_pass_each_fields_validation(fake: FakeOpenAI) ->
     await orch.close()
 
 
+async def test_a_value_of_the_wrong_type_drops_only_that_value(fake: FakeOpenAI) -> None:
+    # A server that does not enforce the schema: "a few" for an int must not cost the name stated too.
+    orch = Orchestrator(llm_client=fake.client(), agents=AGENTS)
+    fake.script(slots(guests="a few", day=TOMORROW.isoformat(), at="19:00", name="Smith"))
+    result = await say(orch, "book table for a few of us tomorrow evening around 7pm, name is Smith")
+    assert len(fake.chat_requests) == 1
+    assert result.field == "guests"  # asked normally; the other values were kept
+    done = await say(orch, "3")
+    assert done.status is AgentStatus.COMPLETED
+    assert done.data == {"guests": 3, "day": TOMORROW, "at": dt.time(19, 0), "name": "Smith"}
+    await orch.close()
+
+
 async def test_no_llm_call_where_it_cannot_add_anything(fake: FakeOpenAI) -> None:
     # The quick start: an LLM configured, single-field agents routed by triggers.
     orch = Orchestrator(llm_client=fake.client(), agents=AGENTS)

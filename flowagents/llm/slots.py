@@ -13,9 +13,9 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, create_model
 
 from flowagents.agent import AgentSpec
 from flowagents.fields import InvalidAnswer, Slot
@@ -155,7 +155,10 @@ class LLMSlotExtractor:
             return cached[1]
         definitions: dict[str, Any] = {}
         for i, f in enumerate(spec.fields):
-            definitions[f"f{i}"] = (_json_type(f) | None, Field(None, alias=f.name, description=_describe(f)))
+            definitions[f"f{i}"] = (
+                Annotated[_json_type(f) | None, WrapValidator(_or_none)],
+                Field(None, alias=f.name, description=_describe(f)),
+            )
         model: type[BaseModel] = create_model(
             _identifier(spec.name) + "Fields",
             __config__=ConfigDict(populate_by_name=True, extra="ignore"),
@@ -184,6 +187,15 @@ def _bare_answer(field: Slot, message: str) -> bool:
     except InvalidAnswer:
         return False
     return True
+
+
+def _or_none(value: Any, handler: Any) -> Any:
+    """A value of the wrong type (from a server that does not enforce the schema) becomes None: only that
+    field is dropped and asked normally, not every value the message stated."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
 
 
 def _json_type(f: Slot) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -122,6 +123,27 @@ async def test_a_value_of_the_wrong_type_drops_only_that_value(fake: FakeOpenAI)
     done = await say(orch, "3")
     assert done.status is AgentStatus.COMPLETED
     assert done.data == {"guests": 3, "day": TOMORROW, "at": dt.time(19, 0), "name": "Smith"}
+    await orch.close()
+
+
+@flowagent(triggers=["réserver"], name="Réservation d'une table au restaurant du Quartier Latin, à Paris")
+class Reservation(StandardAgent):
+    couverts: int = InputField("Combien de couverts ?")
+    jour: dt.date = InputField("Quel jour ?")
+
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(AgentStatus.COMPLETED, f"Réservé : {self.couverts}, {self.jour}.")
+
+
+async def test_agents_with_any_name_get_a_schema_name_the_api_accepts(fake: FakeOpenAI) -> None:
+    # OpenAI refuses (HTTP 400) a json_schema name outside [a-zA-Z0-9_-] or longer than 64 characters:
+    # slot filling would fail on every turn for such an agent.
+    orch = Orchestrator(llm_client=fake.client(), agents=[Reservation])
+    fake.script({"couverts": 4, "jour": TOMORROW.isoformat()})
+    done = await say(orch, "réserver pour quatre personnes demain soir")
+    assert done.raw_message == f"Réservé : 4, {TOMORROW}."
+    name = fake.chat_requests[0].body["response_format"]["json_schema"]["name"]
+    assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name), name
     await orch.close()
 
 

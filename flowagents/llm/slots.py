@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -227,5 +228,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _identifier(name: str) -> str:
-    cleaned = re.sub(r"\W", "_", name)
-    return cleaned if cleaned and not cleaned[0].isdigit() else "Agent_" + cleaned
+    """The agent's name as a schema name the API accepts: ASCII letters, digits and _, at most 40 of them
+    (OpenAI refuses other names with HTTP 400; the name only labels the schema)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", ascii_name)[:40]
+    return cleaned if cleaned and not cleaned[0].isdigit() else ("Agent_" + cleaned)[:40]

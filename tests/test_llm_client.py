@@ -437,3 +437,28 @@ def test_circuit_breaker_pauses_then_probes() -> None:
     breaker.failure(LLMAuthError("wrong key"))
     now[0] = 60.0
     assert not breaker.allow()  # a wrong key pauses for the longest cooldown at once
+
+
+async def test_a_rate_limited_llm_is_paused_as_long_as_the_server_asks(fake_openai: FakeOpenAI) -> None:
+    from flowagents.routing.base import AgentProfile
+    from flowagents.routing.llm import LLMRouter
+
+    now = [0.0]
+    breaker = CircuitBreaker(clock=lambda: now[0])  # 2 failures, 30 s, up to 300 s
+    router = LLMRouter(fake_openai.client(), breaker=breaker)
+    await router.setup([AgentProfile("Booking", "Book a table", ("book",))])
+    fake_openai.default = Fail(429, retry_after=120)
+    for _ in range(2):
+        with pytest.raises(LLMRateLimitError) as info:
+            await router.route("dinner for two?", {"tenant_id": "T1"}, frozenset({"Booking"}))
+        assert info.value.retry_after == 120
+    now[0] = 31.0
+    assert not breaker.allow()  # not probing at 30 s when the server said 120 s
+    now[0] = 121.0
+    assert breaker.allow()
+    breaker.failure(LLMRateLimitError("again", retry_after=900))
+    now[0] = 121.0 + 299
+    assert not breaker.allow()  # capped at max_cooldown, however long the server asks
+    now[0] = 121.0 + 301
+    assert breaker.allow()
+    await router.llm.close()

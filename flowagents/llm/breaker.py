@@ -3,6 +3,7 @@ on retries every turn."""
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -22,7 +23,8 @@ _OUTAGES = (LLMTimeoutError, LLMUnavailableError, LLMRateLimitError, LLMAuthErro
 class CircuitBreaker:
     """Closed until `failures` consecutive failures, then open for `cooldown` seconds (doubling on each
     failed probe, up to `max_cooldown`). A wrong key opens it at once for `max_cooldown`: it will not fix
-    itself. While open, `allow()` is False; after the cooldown one probe call is allowed. Only outages count
+    itself. A 429 whose Retry-After asks for longer than the cooldown pauses that long (up to `max_cooldown`).
+    While open, `allow()` is False; after the cooldown one probe call is allowed. Only outages count
     (timeouts, unreachable server, 5xx, 429, a wrong key); an answer the server gave quickly does not (a
     malformed answer, or a request it refused, e.g. a message too long for the model's context)."""
 
@@ -76,20 +78,24 @@ class CircuitBreaker:
             self._probe_since = None
             return
         self._consecutive += 1
+        hint = exc.retry_after if isinstance(exc, LLMRateLimitError) else None
         if isinstance(exc, LLMAuthError):
             self._open(self.max_cooldown)
         elif self._probe_since is not None:
             self._current_cooldown = min(self._current_cooldown * 2, self.max_cooldown)
-            self._open(self._current_cooldown)
+            self._open(self._current_cooldown, hint)
         elif self._consecutive >= self.failures:
-            self._open(self._current_cooldown)
+            self._open(self._current_cooldown, hint)
         self._probe_since = None
 
     def abandoned(self) -> None:
         """The call was cancelled by our side (turn cancelled): it proves nothing; free the probe slot."""
         self._probe_since = None
 
-    def _open(self, seconds: float) -> None:
+    def _open(self, seconds: float, retry_after: float | None = None) -> None:
+        """Pause for `seconds`, or as long as a 429's Retry-After asks (up to `max_cooldown`)."""
+        if retry_after is not None and math.isfinite(retry_after):
+            seconds = max(seconds, min(retry_after, self.max_cooldown))
         self._open_until = self._clock() + seconds
 
 

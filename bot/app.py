@@ -94,11 +94,11 @@ def import_agents(settings: BotSettings) -> list[type[StandardAgent]]:
 
 
 def build_llm(settings: BotSettings) -> OpenAIClient | None:
-    """The LLM client when a key is set."""
-    if settings.openai_api_key is None:
+    """The LLM client when a key or a base URL is set (local OpenAI-compatible servers often need no key)."""
+    if settings.openai_api_key is None and settings.openai_base_url is None:
         return None
     return OpenAIClient(
-        api_key=settings.openai_api_key.get_secret_value(),
+        api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key is not None else None,
         model=settings.openai_model,
         base_url=settings.openai_base_url,
     )

@@ -301,10 +301,14 @@ class BotSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> BotSettings:
-        if self.flowagents_routing in ("llm", "hybrid") and self.openai_api_key is None:
+        if (
+            self.flowagents_routing in ("llm", "hybrid")
+            and self.openai_api_key is None
+            and self.openai_base_url is None
+        ):
             raise ValueError(
-                f"OPENAI_API_KEY: required by FLOWAGENTS_ROUTING={self.flowagents_routing}; set it or use "
-                "FLOWAGENTS_ROUTING=trigger"
+                f"OPENAI_API_KEY: required by FLOWAGENTS_ROUTING={self.flowagents_routing}; set it (or "
+                "OPENAI_BASE_URL for a local server that needs no key) or use FLOWAGENTS_ROUTING=trigger"
             )
         if bool(self.slack_client_id) != bool(self.slack_client_secret):
             raise ValueError("SLACK_CLIENT_ID and SLACK_CLIENT_SECRET: set both for the OAuth install flow")

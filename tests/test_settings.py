@@ -301,3 +301,24 @@ async def test_check_talks_to_discord() -> None:
     assert bad.returncode == 1
     assert "FAILED  discord: the API refused the bot token (401)" in bad.stdout
     assert "wrong-secret8" not in bad.stdout + bad.stderr
+
+
+async def test_a_local_openai_server_without_a_key_gives_the_bot_its_llm() -> None:
+    """OPENAI_BASE_URL alone (Ollama, vLLM: no key) is an LLM, as `--check` and the assistant's docs say."""
+    from bot.app import build_orchestrator
+    from flowagents.testing.openai import FakeOpenAI, Reply
+
+    async with FakeOpenAI(api_key=None) as fake:
+        loaded = settings(
+            openai_base_url=fake.base_url, flowagents_routing="hybrid", flowagents_store="memory"
+        )
+        orchestrator = build_orchestrator(loaded)
+        await orchestrator.initialize()
+        try:
+            assert orchestrator.llm_client is not None
+            assert "AssistantAgent" in [agent.name for agent in orchestrator.agent_catalog()]
+            fake.script(Reply(chunks=["Canberra."]))
+            result = await orchestrator.process("what is the capital of australia", user_id="u")
+            assert (result.agent_name, result.raw_message) == ("AssistantAgent", "Canberra.")
+        finally:
+            await orchestrator.close()

@@ -75,6 +75,15 @@ async def test_local_embedder_loads_the_packaged_model_offline(
     assert np.min(np.sum(plain.embed_sync(texts) * vectors, axis=1)) > 0.97
 
 
+def test_local_embedders_that_truncate_differently_never_share_cached_vectors() -> None:
+    from flowagents.embeddings.local import LocalEmbedder
+
+    long_text = "please book a table for four people " * 10 + "and tell me about the weather on friday"
+    short, full = LocalEmbedder(quantize="none", max_tokens=8), LocalEmbedder(quantize="none")
+    assert float(short.embed_sync([long_text])[0] @ full.embed_sync([long_text])[0]) < 0.99  # other vectors
+    assert short.model_id != full.model_id  # so the disk cache keeps them apart
+
+
 def test_tampered_model_file_is_rejected(tmp_path: Path) -> None:
     from flowagents.embeddings.local import LocalEmbedder, default_model_path
 

@@ -82,6 +82,8 @@ class LocalEmbedder:
         if quantize == "dynamic":
             source = _dynamic_int8(model)
             self.model_id += f"/dynamic-int8-pc/ort-{ort.__version__}"
+        if max_tokens != 256:  # long texts are cut elsewhere: other vectors (the default keeps its id)
+            self.model_id += f"/max-tokens-{max_tokens}"
         self._batch_size = max(1, batch_size)
         self._tokenizer = Tokenizer.from_file(str(tok))
         self._tokenizer.enable_truncation(max_length=max_tokens)

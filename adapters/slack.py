@@ -413,6 +413,9 @@ class SlackChannel:
             user_id = str(body["user"]["id"])
             text = str(action["value"])
             thread_ts = message.get("thread_ts")
+            # A question is answered once: a second click on it (a double click, or a click long after) is
+            # a duplicate of the first, not the user's next message.
+            question = message.get("ts") or (body.get("container") or {}).get("message_ts")
         except (KeyError, TypeError, IndexError):
             log.warning("slack block action with an unexpected shape ignored")
             return
@@ -425,7 +428,9 @@ class SlackChannel:
             conversation_id=f"{channel}:{thread_ts}" if thread_ts else channel,
             reply_thread_ts=thread_ts,
             text=text,
-            delivery_id=f"action:{action.get('action_ts') or message.get('ts')}:{user_id}",
+            delivery_id=f"choice:{channel}:{question}:{user_id}"
+            if question
+            else f"action:{action.get('action_ts')}:{user_id}",
         )
         await self._tracked(self._turn(route, context))
 

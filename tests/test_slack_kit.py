@@ -80,6 +80,27 @@ async def test_choice_buttons_answer_the_question(
     assert all(m.thread_ts == question.thread_ts for m in fake_slack.bot_messages(channel="C1"))
 
 
+@pytest.mark.parametrize("mode", ["socket", "http"])
+async def test_a_choice_button_clicked_twice_answers_once(
+    fake_slack: FakeSlack, orchestrator: Orchestrator, mode: str
+) -> None:
+    ws = fake_slack.add_workspace("T1")
+    async with SlackTestBot(fake_slack, orchestrator, workspace=ws, mode=mode) as bot:  # type: ignore[arg-type]
+        await bot.dm("T1", user="U1", text="order pizza")
+        await bot.settle(1)
+        [question] = fake_slack.bot_messages(channel="DU1")
+        await bot.click("T1", message=question, user="U1", label="large")
+        await bot.click("T1", message=question, user="U1", label="large")  # a double click
+        await bot.settle(3)
+        await bot.click("T1", message=question, user="U1", label="small")  # long after, on the old question
+        await bot.settle(4)
+    # The second and third click were not the user's next message (a help reply for "large", "small").
+    assert [m.text for m in fake_slack.bot_messages(channel="DU1")] == [
+        "Which size?",
+        "Ordered a large pizza.",
+    ]
+
+
 async def test_thread_follow_ups_by_mention_when_no_message_events(
     fake_slack: FakeSlack, orchestrator: Orchestrator
 ) -> None:

@@ -475,8 +475,12 @@ class DiscordChannel:
         if content and len(content) + len(marker) <= 2000:
             fields["content"] = content + marker
         acked = await self._ack(interaction, interaction.response.edit_message(**fields))
+        # A question is answered once: a second click on it (a double click before the buttons went away,
+        # another device) is a duplicate of the first, not the user's next message.
+        question = interaction.message
+        delivery = f"choice:{question.id}:{interaction.user.id}" if question else interaction.id
         turn = self._turn_for(
-            value, interaction.guild_id, interaction.channel_id, interaction.user.id, interaction.id
+            value, interaction.guild_id, interaction.channel_id, interaction.user.id, delivery
         )
         await self._run_interaction_turn(interaction, turn, received, acked=acked, deferred=False)
 
@@ -592,7 +596,7 @@ class DiscordChannel:
         return str(guild_id) if guild_id is not None else self.dm_tenant_id
 
     def _turn_for(
-        self, text: str, guild_id: int | None, channel_id: int | None, user_id: int, delivery: int
+        self, text: str, guild_id: int | None, channel_id: int | None, user_id: int, delivery: int | str
     ) -> _Turn:
         metadata = {
             "platform": "discord",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -264,6 +266,21 @@ async def test_choices_field_answered_by_a_button(env: Env) -> None:
     click = await fake.click(question, salad, user_id=42)
     await fake.wait_for(lambda: fake.final_text(click).endswith("Ordered Salad."))
     assert fake.world.messages[question.id].components == []  # buttons removed after the answer
+    assert "Salad" in fake.world.messages[question.id].content
+
+
+async def test_a_button_clicked_twice_answers_once(env: Env) -> None:
+    fake = env.fake
+    question = await lunch_question(env)
+    seen = dataclasses.replace(question, components=copy.deepcopy(question.components))
+    salad = next(cid for cid in seen.custom_ids if cid.endswith(":Salad"))
+    first = await fake.click(seen, salad, user_id=42)
+    second = await fake.click(seen, salad, user_id=42)  # a double click: the buttons were still shown
+    await fake.wait_for(lambda: first.acknowledged and second.acknowledged)
+    await fake.wait_for(lambda: fake.final_text(first).endswith("Ordered Salad."))
+    await env.channel.stop()  # lets every running turn finish
+    # The second click was not the user's next message (it got a help reply with the agent list).
+    assert [m.content for m in fake.interaction_messages(second) if m.id != question.id] == []
     assert "Salad" in fake.world.messages[question.id].content
 
 

@@ -44,6 +44,8 @@ log = logging.getLogger("adapters.slack")
 DEFAULT_API_URL = "https://slack.com/api/"
 DEFAULT_SCOPES = ("app_mentions:read", "chat:write", "im:history", "channels:history", "groups:history")
 APOLOGY = "Sorry, something went wrong while answering. Please try again in a moment."
+_USER_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
+"""Message subtypes a person writes like any other: a thread reply also sent to the channel, a file."""
 
 
 class _Orchestrator(Protocol):
@@ -453,6 +455,8 @@ class SlackChannel:
             return False
         if event.bot_id and (event.bot_id == context.bot_id or not self.respond_to_bots):
             return False
+        if event.subtype in _USER_SUBTYPES:
+            return True
         if event.subtype is not None and not (event.subtype == "bot_message" and self.respond_to_bots):
             return False
         return True

@@ -489,6 +489,32 @@ async def test_ignores_own_and_other_bots_edits_joins_and_empty_text(
     assert len(fast_fake.bot_messages()) == 1
 
 
+async def test_user_messages_with_a_file_or_also_sent_to_the_channel_are_answered(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        first = await bot.mention("T1", channel="C1", user="U1", text="book table")
+        await bot.settle(1)
+        root = first.payload["event"]["ts"]
+        # The answer to the question, with "Also send to #channel" ticked.
+        await bot.say("T1", channel="C1", user="U1", text="4", thread_ts=root, subtype="thread_broadcast")
+        await bot.settle(2)
+        # A DM with a file attached.
+        files = [{"id": "F1", "name": "menu.pdf", "mimetype": "application/pdf"}]
+        await bot.say(
+            "T1",
+            channel="DU1",
+            channel_type="im",
+            user="U1",
+            text="tell me a story",
+            files=files,
+        )
+        await bot.settle(3)
+    assert [m.text for m in fast_fake.bot_messages(channel="C1")] == ["How many guests?", "Which day?"]
+    assert [m.text for m in fast_fake.bot_messages(channel="DU1")] == ["Once upon a time there was a *bot*."]
+
+
 async def test_respond_to_bots_when_configured(fast_fake: FakeSlack, orchestrator: Orchestrator) -> None:
     ws = fast_fake.add_workspace("T1")
     async with SlackTestBot(fast_fake, orchestrator, workspace=ws, respond_to_bots=True) as bot:

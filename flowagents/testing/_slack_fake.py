@@ -360,8 +360,12 @@ class FakeSlack:
         event_type: str = "message",
         subtype: str | None = None,
         bot_id: str | None = None,
+        files: list[JsonDict] | None = None,
     ) -> JsonDict:
-        """A ``message`` (or ``app_mention`` with ``event_type``) event; the message is also stored."""
+        """A ``message`` (or ``app_mention`` with ``event_type``) event; the message is also stored.
+
+        ``files`` attaches files (the message then has ``subtype="file_share"``, as Slack sends it).
+        """
         ts = self._next_ts()
         event: JsonDict = {
             "type": event_type,
@@ -381,6 +385,10 @@ class FakeSlack:
             event["subtype"] = subtype
         if bot_id:
             event["bot_id"] = bot_id
+        if files is not None:
+            event["files"] = files
+            event["upload"] = False
+            event.setdefault("subtype", "file_share")
         self.messages.append(
             FakeMessage(team_id=team_id, channel=channel, ts=ts, user=user, text=text, thread_ts=thread_ts)
         )

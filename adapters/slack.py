@@ -203,6 +203,8 @@ class SlackChannel:
         self.app.event("app_mention")(self._on_app_mention)
         self.app.event("message")(self._on_message)
         self.app.action(re.compile("^" + CHOICE_ACTION_PREFIX))(self._on_choice)
+        self.app.event("app_uninstalled")(self._on_uninstalled)
+        self.app.event("tokens_revoked")(self._on_tokens_revoked)
         self.app.error(self._on_error)
 
     # ------------------------------------------------------------------ construction from env
@@ -367,6 +369,23 @@ class SlackChannel:
         await ack()
         try:
             await self._choice(body, context)
+        finally:
+            self.events_handled += 1
+
+    async def _on_uninstalled(self, context: AsyncBoltContext) -> None:
+        """The app was removed from a workspace: its tokens are revoked, so its installation is deleted."""
+        try:
+            log.warning("slack app uninstalled from %s:%s", context.enterprise_id, context.team_id)
+            if self.app.installation_store is not None:
+                await self.app.default_app_uninstalled_event_listener()(context=context)
+        finally:
+            self.events_handled += 1
+
+    async def _on_tokens_revoked(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        try:
+            log.warning("slack tokens revoked in %s:%s", context.enterprise_id, context.team_id)
+            if self.app.installation_store is not None:
+                await self.app.default_tokens_revoked_event_listener()(event=event, context=context)
         finally:
             self.events_handled += 1
 

@@ -227,6 +227,33 @@ async def test_two_workspaces_with_the_same_user_are_kept_apart(
 
 
 @pytest.mark.parametrize("mode", ["socket", "http"])
+async def test_uninstalling_the_app_deletes_the_workspace_installation(
+    fast_fake: FakeSlack, orchestrator: Orchestrator, tmp_path: Path, mode: str
+) -> None:
+    db = tmp_path / "installs.sqlite3"
+    async with SlackTestBot(
+        fast_fake, orchestrator, oauth=True, mode=mode, installation_db_path=str(db)  # type: ignore[arg-type]
+    ) as bot:
+        assert bot.channel is not None
+        store = bot.channel.app.installation_store
+        assert store is not None
+        await bot.install("T1")
+        await bot.install("T2")
+        gone = await bot.deliver(fast_fake.uninstall("T1"))
+        await bot.settle(1)
+        assert gone.acked.is_set() if mode == "socket" else gone.http_status == 200
+        # The revoked token is not kept (nor offered to later events of that workspace).
+        assert await store.async_find_bot(enterprise_id=None, team_id="T1") is None
+        assert await store.async_find_installation(enterprise_id=None, team_id="T1") is None
+        assert await store.async_find_bot(enterprise_id=None, team_id="T2") is not None
+        again = await bot.install("T1")  # installed again: served with the new token
+        await bot.dm("T1", user="U1", text="tell me a story")
+        await bot.settle(2)
+    [answer] = fast_fake.calls_to("chat.postMessage")
+    assert answer.token == again.bot_token and answer.response["ok"]
+
+
+@pytest.mark.parametrize("mode", ["socket", "http"])
 async def test_redelivery_gives_one_answer(
     fast_fake: FakeSlack, orchestrator: Orchestrator, mode: str
 ) -> None:

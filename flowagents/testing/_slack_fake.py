@@ -132,6 +132,8 @@ class FakeSlack:
         self.app_id = app_id
         self.app_token = "xapp-1-" + app_id + "-" + secrets.token_hex(8)
         self.workspaces: dict[str, Workspace] = {}
+        self.revoked_tokens: set[str] = set()
+        """Bot tokens of uninstalled workspaces (``uninstall``): calls with them get ``token_revoked``."""
         self.calls: list[ApiCall] = []
         self.messages: list[FakeMessage] = []
         self.deliveries: list[Delivery] = []
@@ -214,10 +216,20 @@ class FakeSlack:
 
     def authorize_code(self, team_id: str, *, enterprise_id: str | None = None) -> str:
         """A one-time OAuth code that installs the app into ``team_id`` (what Slack's consent page gives)."""
-        ws = self.workspaces.get(team_id) or self.add_workspace(team_id, enterprise_id=enterprise_id)
+        ws = self.workspaces.get(team_id)
+        if ws is None or ws.bot_token in self.revoked_tokens:  # a new installation gets a new token
+            ws = self.add_workspace(team_id, enterprise_id=enterprise_id)
         code = "code-" + secrets.token_hex(6)
         self._oauth_codes[code] = ws
         return code
+
+    def uninstall(self, team_id: str) -> JsonDict:
+        """Uninstall the app from ``team_id`` as Slack does: its bot token is revoked at once (calls with it
+        get ``token_revoked``) and Slack sends an ``app_uninstalled`` event, whose payload is returned
+        (deliver it with ``send_socket_event`` / ``send_http_event``)."""
+        ws = self.workspaces[team_id]
+        self.revoked_tokens.add(ws.bot_token)
+        return self.event_callback(team_id, {"type": "app_uninstalled", "event_ts": f"{time.time():.6f}"})
 
     # ------------------------------------------------------------------ rate limits & faults
 
@@ -657,7 +669,7 @@ class FakeSlack:
         if forced:
             status, error = forced.pop(0)
             body = {"ok": False, "error": error}
-        elif body.get("error") not in ("invalid_auth", "not_authed"):
+        elif body.get("error") not in ("invalid_auth", "not_authed", "token_revoked"):
             retry_after = self._rate_limited(method, ws.team_id if ws else "", str(params.get("channel", "")))
             if retry_after is not None:
                 status, body = 429, {"ok": False, "error": "ratelimited"}
@@ -685,6 +697,8 @@ class FakeSlack:
             if str(params.get("code")) not in self._oauth_codes:
                 return {"ok": False, "error": "invalid_code"}
             return {"ok": True}
+        if token in self.revoked_tokens:
+            return {"ok": False, "error": "token_revoked"}
         if ws is None:
             return {"ok": False, "error": "not_authed" if not token else "invalid_auth"}
         return {"ok": True}

@@ -158,7 +158,7 @@ class SlackChannel:
         self.shutdown_grace = shutdown_grace
         self._app_token = app_token
         self._budgets = BudgetRegistry(rate_limits)
-        self._known_threads: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._known_threads: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
         self._known_threads_max = known_threads
         self._inflight: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -399,7 +399,7 @@ class SlackChannel:
         route = self._route(body, event, context, conversation_thread=root, reply_thread_ts=root)
         if route is None:
             return
-        self._remember_thread(route.tenant_id, event.channel, root)
+        self._remember_thread(route.tenant_id, event.channel, root, route.user_id)
         await self._tracked(self._turn(route, context))
 
     async def _message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -510,8 +510,11 @@ class SlackChannel:
         )
 
     def _follows_thread(self, tenant_id: str, event: SlackEvent) -> bool:
-        """Is this thread one the bot answered in (or has a conversation waiting for this user)?"""
-        if (tenant_id, event.channel, event.thread_ts) in self._known_threads:
+        """Is this a thread the bot answered this user in (or has a conversation waiting for this user)?
+
+        Others talking in the thread are not talking to the bot until they mention it.
+        """
+        if (tenant_id, event.channel, event.thread_ts, event.user or event.bot_id) in self._known_threads:
             return True
         conversation = f"{event.channel}:{event.thread_ts}"
         try:  # e.g. after a restart, with a durable store: the agent still waits for an answer
@@ -521,8 +524,8 @@ class SlackChannel:
             return False
         return any(a.conversation_id == conversation and a.user_id == event.user for a in active)
 
-    def _remember_thread(self, tenant_id: str, channel: str, thread_ts: str) -> None:
-        key = (tenant_id, channel, thread_ts)
+    def _remember_thread(self, tenant_id: str, channel: str, thread_ts: str, user_id: str) -> None:
+        key = (tenant_id, channel, thread_ts, user_id)
         self._known_threads[key] = None
         self._known_threads.move_to_end(key)
         while len(self._known_threads) > self._known_threads_max:

@@ -131,6 +131,26 @@ async def test_thread_follow_up_continues_the_conversation(
     assert all(m.thread_ts == root for m in fast_fake.bot_messages(channel="C1"))
 
 
+async def test_others_talking_in_the_thread_without_a_mention_are_left_alone(
+    fast_fake: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws) as bot:
+        first = await bot.mention("T1", channel="C1", user="U1", text="book table")
+        root = first.payload["event"]["ts"]
+        await bot.settle(1)
+        await bot.say("T1", channel="C1", user="U2", text="I'll join you too!", thread_ts=root)
+        await bot.settle(2)
+        await bot.say("T1", channel="C1", user="U1", text="4", thread_ts=root)
+        await bot.settle(3)
+        await bot.mention(
+            "T1", channel="C1", user="U2", text="tell me a story", thread_ts=root
+        )  # asks the bot
+        await bot.settle(4)
+    texts = [m.text for m in fast_fake.bot_messages(channel="C1")]
+    assert texts == ["How many guests?", "Which day?", "Once upon a time there was a **bot**."]
+
+
 async def test_thread_follow_up_after_a_restart_of_the_channel(
     fast_fake: FakeSlack, orchestrator: Orchestrator
 ) -> None:
@@ -232,7 +252,11 @@ async def test_uninstalling_the_app_deletes_the_workspace_installation(
 ) -> None:
     db = tmp_path / "installs.sqlite3"
     async with SlackTestBot(
-        fast_fake, orchestrator, oauth=True, mode=mode, installation_db_path=str(db)  # type: ignore[arg-type]
+        fast_fake,
+        orchestrator,
+        oauth=True,
+        mode=mode,
+        installation_db_path=str(db),  # type: ignore[arg-type]
     ) as bot:
         assert bot.channel is not None
         store = bot.channel.app.installation_store

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "CHOICE_ACTION_PREFIX",
+    "asked_user",
     "choice_blocks",
     "defuse_broadcasts",
     "help_blocks",
@@ -17,6 +18,7 @@ __all__ = [
 ]
 
 CHOICE_ACTION_PREFIX = "flowagents_choice_"
+_ASKED_PREFIX = "flowagents_choice_for:"
 
 _FENCE = re.compile(r"```.*?```", re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
@@ -176,8 +178,11 @@ def help_text(intro: str, agents: Iterable[AgentInfoLike]) -> str:
     return "\n".join(lines)
 
 
-def choice_blocks(question: str, choices: Sequence[str]) -> list[dict[str, Any]]:
-    """The question as a section plus one button per choice (a click answers with the choice's text)."""
+def choice_blocks(question: str, choices: Sequence[str], user_id: str | None = None) -> list[dict[str, Any]]:
+    """The question as a section plus one button per choice (a click answers with the choice's text).
+
+    With ``user_id`` the buttons' block names the user asked (:func:`asked_user` reads it from a click).
+    """
     buttons = [
         {
             "type": "button",
@@ -187,7 +192,17 @@ def choice_blocks(question: str, choices: Sequence[str]) -> list[dict[str, Any]]
         }
         for i, choice in enumerate(choices[:25])
     ]
+    actions: dict[str, Any] = {"type": "actions", "elements": buttons}
+    if user_id:
+        actions["block_id"] = f"{_ASKED_PREFIX}{user_id}"[:255]
     return [
         {"type": "section", "text": {"type": "mrkdwn", "text": to_mrkdwn(question)[:3000] or " "}},
-        {"type": "actions", "elements": buttons},
+        actions,
     ]
+
+
+def asked_user(block_id: object) -> str | None:
+    """The user a choice question was asked of, from the ``block_id`` of its clicked button, else None."""
+    if isinstance(block_id, str) and block_id.startswith(_ASKED_PREFIX):
+        return block_id[len(_ASKED_PREFIX) :] or None
+    return None

@@ -30,7 +30,14 @@ from slack_sdk.oauth.state_store.sqlite3 import SQLite3OAuthStateStore
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters._slack_format import CHOICE_ACTION_PREFIX, AgentInfoLike, choice_blocks, help_blocks, help_text
+from adapters._slack_format import (
+    CHOICE_ACTION_PREFIX,
+    AgentInfoLike,
+    asked_user,
+    choice_blocks,
+    help_blocks,
+    help_text,
+)
 from adapters._slack_installs import installation_store as sqlite_installation_store
 from adapters._slack_pacing import BudgetRegistry, RateLimit
 from adapters._slack_reply import ReplyWriter, web_api_retry_handlers
@@ -440,6 +447,10 @@ class SlackChannel:
         except (KeyError, TypeError, IndexError):
             log.warning("slack block action with an unexpected shape ignored")
             return
+        asked = asked_user(action.get("block_id"))
+        if asked is not None and asked != user_id:  # someone else's question (in a channel thread)
+            await self._tell(context, channel, user_id, thread_ts, f"This question is for <@{asked}>.")
+            return
         route = _Route(
             tenant_id=f"{enterprise_id}:{team_id}" if enterprise_id else team_id,
             team_id=team_id,
@@ -454,6 +465,19 @@ class SlackChannel:
             else f"action:{action.get('action_ts')}:{user_id}",
         )
         await self._tracked(self._turn(route, context))
+
+    async def _tell(
+        self, context: AsyncBoltContext, channel: str, user_id: str, thread_ts: str | None, text: str
+    ) -> None:
+        """A notice only ``user_id`` sees (an ephemeral message)."""
+        if context.client is None:
+            return
+        try:
+            await context.client.chat_postEphemeral(
+                channel=channel, user=user_id, text=text, thread_ts=thread_ts
+            )
+        except Exception as exc:  # cosmetic: the click is ignored either way
+            log.info("slack could not show %s an ephemeral notice (%r)", user_id, exc)
 
     # ------------------------------------------------------------------ event → route
 
@@ -608,7 +632,7 @@ class SlackChannel:
             blocks = help_blocks(result.raw_message or writer.text, catalog)
             fallback = help_text(result.raw_message or writer.text, catalog)
         elif choices is not None:
-            blocks = choice_blocks(*choices)[1:]  # the question itself is already in the text
+            blocks = choice_blocks(*choices, user_id=route.user_id)[1:]  # the question is in the text
         if not writer.started and (failed or str(getattr(result, "status", "")) == "failed"):
             writer.feed(APOLOGY)
         try:

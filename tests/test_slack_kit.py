@@ -101,6 +101,27 @@ async def test_a_choice_button_clicked_twice_answers_once(
     ]
 
 
+async def test_only_the_asked_user_answers_with_a_button(
+    fake_slack: FakeSlack, orchestrator: Orchestrator
+) -> None:
+    ws = fake_slack.add_workspace("T1")
+    async with SlackTestBot(fake_slack, orchestrator, workspace=ws) as bot:
+        await bot.mention("T1", channel="C1", user="U1", text="order pizza")
+        await bot.settle(1)
+        [question] = fake_slack.bot_messages(channel="C1")
+        await bot.click("T1", message=question, user="U2", label="small")  # someone else in the channel
+        await bot.settle(2)
+        await bot.click("T1", message=question, user="U1", label="large")
+        await bot.settle(3)
+    assert [m.text for m in fake_slack.bot_messages(channel="C1")] == [
+        "Which size?",
+        "Ordered a large pizza.",
+    ]
+    [notice] = fake_slack.ephemeral_messages
+    assert (notice.user, notice.channel, notice.thread_ts) == ("U2", "C1", question.thread_ts)
+    assert notice.text == "This question is for <@U1>."
+
+
 async def test_thread_follow_ups_by_mention_when_no_message_events(
     fake_slack: FakeSlack, orchestrator: Orchestrator
 ) -> None:

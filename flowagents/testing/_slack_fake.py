@@ -136,6 +136,8 @@ class FakeSlack:
         """Bot tokens of uninstalled workspaces (``uninstall``): calls with them get ``token_revoked``."""
         self.calls: list[ApiCall] = []
         self.messages: list[FakeMessage] = []
+        self.ephemeral_messages: list[FakeMessage] = []
+        """``chat.postEphemeral`` messages, oldest first; ``user`` is the one person who sees each."""
         self.deliveries: list[Delivery] = []
         self.stream_expires_after_appends: int | None = None
         """Streams expire (further appends fail) after this many appends."""
@@ -415,9 +417,19 @@ class FakeSlack:
         )
 
     def block_action(
-        self, team_id: str, *, message: FakeMessage, user: str, action_id: str, value: str
+        self,
+        team_id: str,
+        *,
+        message: FakeMessage,
+        user: str,
+        action_id: str,
+        value: str,
+        block_id: str | None = None,
     ) -> JsonDict:
-        """A ``block_actions`` payload: ``user`` clicked the button ``action_id`` on the bot's ``message``."""
+        """A ``block_actions`` payload: ``user`` clicked the button ``action_id`` on the bot's ``message``.
+
+        ``block_id`` is the clicked block's (Slack makes one up when the app gave none).
+        """
         ws = self.workspaces[team_id]
         container: JsonDict = {
             "type": "message",
@@ -446,7 +458,7 @@ class FakeSlack:
                 {
                     "type": "button",
                     "action_id": action_id,
-                    "block_id": secrets.token_hex(3),
+                    "block_id": block_id or secrets.token_hex(3),
                     "text": {"type": "plain_text", "text": value},
                     "value": value,
                     "action_ts": f"{time.time():.6f}",
@@ -783,6 +795,26 @@ class FakeSlack:
             return {"ok": False, "error": got}
         msg = self._new_bot_message(ws, p, got[0], got[1])
         return {"ok": True, "channel": msg.channel, "ts": msg.ts, "message": {"text": msg.text, "ts": msg.ts}}
+
+    def _api_chat_postEphemeral(self, p: JsonDict, ws: Workspace) -> JsonDict:
+        if not p.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        if not p.get("user"):
+            return {"ok": False, "error": "user_not_in_channel"}
+        got = self._text_of(p)
+        if isinstance(got, str):
+            return {"ok": False, "error": got}
+        msg = FakeMessage(
+            team_id=ws.team_id,
+            channel=str(p["channel"]),
+            ts=self._next_ts(),
+            user=str(p["user"]),
+            text=got[0],
+            thread_ts=str(p["thread_ts"]) if p.get("thread_ts") else None,
+            blocks=p.get("blocks"),
+        )
+        self.ephemeral_messages.append(msg)
+        return {"ok": True, "message_ts": msg.ts}
 
     def _api_chat_update(self, p: JsonDict, ws: Workspace) -> JsonDict:
         msg = self._find(ws, str(p.get("channel")), str(p.get("ts")))

@@ -172,6 +172,7 @@ class SlackTestBot:
                         user=user,
                         action_id=element["action_id"],
                         value=element["value"],
+                        block_id=block.get("block_id"),
                     )
                     return await self.deliver(payload)
         raise AssertionError(f"no button {label!r} on message {message.ts}")

@@ -548,7 +548,7 @@ class DiscordChannel:
         if me is None:
             return
         if message.guild is None:
-            text = message.content.strip()
+            text = strip_mentions(message.content, me.id)  # "@bot 4" in a DM is "4"
             reference = None
         elif me in message.mentions:
             text = strip_mentions(message.content, me.id)

@@ -240,6 +240,16 @@ async def test_dm_slot_filling_over_several_messages(env: Env) -> None:
     assert fake.calls_to("POST", f"/channels/{dm}/typing"), "typing indicator while the agent works"
 
 
+async def test_a_dm_that_mentions_the_bot_is_read_without_the_mention(env: Env) -> None:
+    fake = env.fake
+    dm = fake.dm_channel_id(8)
+    await fake.user_message("book table please", user_id=8)
+    await fake.wait_for(lambda: [m.content for m in fake.bot_messages(dm)] == ["How many guests?"])
+    await fake.user_message("4", user_id=8, mention_bot=True)  # "@bot 4", as in a server channel
+    await fake.wait_for(lambda: len(fake.bot_messages(dm)) == 2)
+    assert fake.bot_messages(dm)[-1].content == "Which day?"
+
+
 async def lunch_question(env: Env) -> Any:
     """Ask for lunch through /ask and return the question message once its buttons are there."""
     fake = env.fake

@@ -49,6 +49,12 @@ _TIME = re.compile(
 )
 _ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 _DAY_AFTER_TOMORROW = re.compile(r"\bday\s+after\s+tomorrow\b")
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+_MONTH_DAY = re.compile(
+    rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}}\b)?"  # jan 2nd 2030
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}(?:,?\s+\d{{4}}\b)?",  # 2 january, 3rd of july
+    re.I,
+)
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _ORDINALS = {
     w: i for i, w in enumerate("first second third fourth fifth sixth seventh eighth ninth tenth".split())
@@ -76,6 +82,9 @@ def _finite(value: Any) -> bool:
 
 
 def _numbers(text: str) -> list[str]:
+    """The numbers a message states, without those of its times and dates ("at 7 pm" is no count)."""
+    for when in (_TIME, _ISO_DATE, _MONTH_DAY):
+        text = when.sub(" ", text)
     found = _NUMBER.findall(text)
     if not found:
         found = [str(_NUMBER_WORDS[w]) for w in _WORD.findall(text.lower()) if w in _NUMBER_WORDS]

@@ -114,6 +114,27 @@ async def test_values_in_the_triggering_message_are_taken(orch: Orchestrator) ->
     assert r.status is AgentStatus.COMPLETED and r.raw_message == "Booked for 6 on 2030-05-01."
 
 
+@pytest.mark.parametrize(
+    ("message", "guests"),
+    [
+        ("book a table tomorrow at 7 pm", 3),  # a time, not 7 guests: asked, the answer is 3
+        ("book a table on jan 2nd 2030", 3),  # a year, not 2030 guests
+        ("book a table for 12 june", 3),
+        ("book a table for 4 people at 7 pm tomorrow", 4),
+        ("book a table for 5 on the 3rd of july", 5),
+    ],
+)
+async def test_times_and_dates_in_the_triggering_message_are_not_counts(
+    orch: Orchestrator, message: str, guests: int
+) -> None:
+    r = await orch.process(message, tenant_id="t", user_id="u")
+    if r.field == "guests":
+        r = await orch.process("3", tenant_id="t", user_id="u")
+    if r.field == "day":
+        r = await orch.process("2030-01-02", tenant_id="t", user_id="u")
+    assert r.raw_message.startswith(f"Booked for {guests} on "), r.raw_message
+
+
 async def test_invalid_answer_is_reasked_with_reason_then_gives_up(orch: Orchestrator) -> None:
     await orch.process("reservation", tenant_id="t", user_id="u")
     r = await orch.process("lots", tenant_id="t", user_id="u")

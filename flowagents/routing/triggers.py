@@ -20,7 +20,10 @@ from typing import Any
 from flowagents.routing.base import AgentProfile, RoutingDecision
 
 _TOKEN = re.compile(r"[\w']+")  # letters and digits of any script (and apostrophes)
-_ASCII_TOKEN = re.compile(r"[a-z0-9_']+")  # the same on lower-cased ASCII text, without Unicode lookups
+_ASCII_WORDS = bytes(
+    ord(c.lower()) if c.isascii() and (c.isalnum() or c in "_'") else ord(" ") for c in map(chr, range(256))
+)
+"""The same on ASCII text as a byte table: lower-cases letters, keeps digits, _ and ', blanks the rest."""
 
 FILLER_WORDS = frozenset(
     "a an the my me our your their this that some any to for of i we us please just in on at with".split()
@@ -58,10 +61,9 @@ def stem(token: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased word tokens, punctuation dropped (a typographic apostrophe is an apostrophe)."""
-    lowered = text.lower()
-    if lowered.isascii():
-        return _ASCII_TOKEN.findall(lowered)
-    return _TOKEN.findall(lowered.replace("\u2019", "'"))  # what’s (as phones type it) is what's
+    if text.isascii():  # the common case, in one pass of C without Unicode lookups
+        return text.encode().translate(_ASCII_WORDS).decode().split()
+    return _TOKEN.findall(text.lower().replace("\u2019", "'"))  # what’s (as phones type it) is what's
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -213,39 +215,35 @@ class TriggerIndex:
         first = self._first
         fillers = FILLER_WORDS
         best: dict[int, tuple[int, _Trigger]] = {}
-        # (node, next message position, penalty so far); penalties count inflected words, filler words
-        # the user put between trigger words and trigger filler words the user left out.
-        stack: list[tuple[_Node, int, int]] = []
-        push = stack.append
-        pop = stack.pop
+        # Where the walk goes on: (targets, message position after their word, penalty before their own
+        # costs); penalties count inflected words, filler words the user put between trigger words and
+        # trigger filler words the user left out. Walks do not depend on each other: one list holds them
+        # all and grows while it is read.
+        todo: list[tuple[_Targets, int, int]] = []
         for start, word in enumerate(raw):
-            firsts = first.get(word)
-            if firsts is None:
-                firsts = self._first_targets(word)
-            if not firsts:
-                continue
-            for node, cost in firsts:
-                push((node, start + 1, cost))
-            while stack:
-                node, pos, penalty = pop()
+            targets = first.get(word)
+            if targets is None:
+                targets = self._first_targets(word)
+            if targets:
+                todo.append((targets, start + 1, 0))
+        for targets, pos, base in todo:
+            for node, cost in targets:
+                penalty = base + cost
                 if node.ends:
                     for trig, extra in node.ends:
                         seen = best.get(trig.order)
                         if seen is None or seen[0] > penalty + extra:
                             best[trig.order] = (penalty + extra, trig)
-                if penalty > _MAX_PENALTY:
-                    continue
                 exact = node.exact
-                if not exact:
+                if not exact or penalty > _MAX_PENALTY:
                     continue
                 # The next trigger word, possibly after up to MAX_GAP filler words of the message.
                 j = pos
                 while j < n:
                     word = raw[j]
-                    targets = exact.get(word) or node.inflected.get(stem(word))
-                    if targets is not None:
-                        for child, cost in targets:
-                            push((child, j + 1, penalty + j - pos + cost))
+                    found = exact.get(word) or node.inflected.get(stem(word))
+                    if found is not None:
+                        todo.append((found, j + 1, penalty + j - pos))
                     if word not in fillers or j - pos == MAX_GAP:
                         break
                     j += 1

@@ -88,12 +88,15 @@ class _Trigger:
         return made
 
 
+_MAX_PENALTY = 6
+"""A path of the walk goes on only while its penalty is at most this."""
+
 # Where a message word leads from a node: (next node, penalty of getting there).
-_Targets = tuple[tuple["_Node", int], ...]
+_Target = tuple["_Node", int]
 
 
 class _Node:
-    __slots__ = ("children", "ends", "exact", "fillers", "inflected", "raw", "terminal")
+    __slots__ = ("children", "ends", "exact", "fillers", "inflected", "limit", "members", "raw", "terminal")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
@@ -103,9 +106,14 @@ class _Node:
         # Compiled by TriggerIndex.compile(): where the next message word leads, with the penalty of
         # the trigger filler words left out on the way; `exact` is keyed by a spelling a trigger uses,
         # `inflected` by the stem of any other spelling (one penalty point more).
-        self.exact: dict[str, _Targets] = {}
-        self.inflected: dict[str, _Targets] = {}
+        self.exact: dict[str, _Target] = {}
+        self.inflected: dict[str, _Target] = {}
         self.ends: tuple[tuple[_Trigger, int], ...] = ()
+        # A word that leads to several nodes at once leads to one merged node instead: its `members`
+        # are those nodes with their extra penalty, and the walk goes on from it while the penalty is
+        # at most `limit` (where every member still goes on).
+        self.members: tuple[_Target, ...] = ()
+        self.limit = _MAX_PENALTY
 
 
 @dataclass(slots=True)
@@ -126,7 +134,6 @@ class TriggerMatch:
         return _confidence(self.penalty)
 
 
-_MAX_PENALTY = 6
 _FIRST_MEMO_SIZE = 50_000
 _FIRST_MEMO_WORD = 40
 
@@ -136,7 +143,7 @@ class TriggerIndex:
 
     def __init__(self, agents: Sequence[AgentProfile] = ()) -> None:
         self._root = _Node()
-        self._first: dict[str, _Targets] = {}  # message word -> where it leads from the root
+        self._first: dict[str, _Target | tuple[()]] = {}  # message word -> where it leads from the root
         self._count = 0
         self._compiled = False
         for agent in agents:
@@ -163,11 +170,43 @@ class TriggerIndex:
         self._compiled = False
 
     def compile(self) -> None:
-        """Precompute, for every node, the words and ends reachable by leaving out trigger fillers."""
+        """Precompute, for every node, where each message word leads and the ends reachable by leaving out
+        trigger fillers.
+
+        A word may lead to several nodes at once: "massage" to "massage" of "massage booking" and, "any"
+        left out, to "massage" of "any massage nearby". Those become one merged node, so the walk reads
+        the next words once for all of them; merged nodes are compiled from their members' tables.
+        """
+        merged: dict[frozenset[_Target], _Node] = {}
+        pending: list[_Node] = []
+
+        def one(options: Iterable[_Target]) -> _Target:
+            """The single (node, penalty) standing for all options: one node, or a merged node.
+
+            Members are plain nodes (a merged option contributes its members); a node offered twice keeps
+            its lower penalty, which finds everything the higher one would, at a lower penalty.
+            """
+            cheapest: dict[_Node, int] = {}
+            for option, cost in options:
+                for node, extra in option.members or ((option, 0),):
+                    if cheapest.get(node, cost + extra + 1) > cost + extra:
+                        cheapest[node] = cost + extra
+            low = min(cheapest.values())
+            if len(cheapest) == 1:
+                return next(iter(cheapest)), low
+            members = tuple((node, cost - low) for node, cost in cheapest.items())
+            merged_node = merged.get(frozenset(members))
+            if merged_node is None:
+                merged_node = merged[frozenset(members)] = _Node()
+                merged_node.members = members
+                merged_node.limit = _MAX_PENALTY - max(extra for _, extra in members)
+                pending.append(merged_node)
+            return merged_node, low
+
         stack = [self._root]
         while stack:
             node = stack.pop()
-            step: dict[str, list[tuple[_Node, int]]] = {w: [(c, 0)] for w, c in node.children.items()}
+            step: dict[str, list[_Target]] = {w: [(c, 0)] for w, c in node.children.items()}
             ends = [(t, 0) for t in node.terminal]
             frontier = [(child, 1) for child in node.fillers]
             while frontier:
@@ -177,27 +216,51 @@ class TriggerIndex:
                 ends.extend((t, cost) for t in skipped.terminal)
                 frontier.extend((child, cost + 1) for child in skipped.fillers)
             node.exact = {
-                spelling: tuple((child, cost + (spelling not in child.raw)) for child, cost in targets)
+                spelling: one((child, cost + (spelling not in child.raw)) for child, cost in targets)
                 for targets in step.values()
                 for spelling in set().union(*(child.raw for child, _ in targets))
             }
             node.inflected = {
-                key: tuple((child, cost + 1) for child, cost in targets) for key, targets in step.items()
+                key: one((child, cost + 1) for child, cost in targets) for key, targets in step.items()
             }
             node.ends = tuple(ends)
             stack.extend(node.children.values())
+        while pending:
+            node = pending.pop()
+            members = node.members
+            node.exact = {
+                spelling: one(
+                    (target[0], target[1] + extra)
+                    for member, extra in members
+                    if (target := member.exact.get(spelling) or member.inflected.get(stem(spelling)))
+                )
+                for spelling in set().union(*(member.exact for member, _ in members))
+            }
+            node.inflected = {
+                key: one(
+                    (target[0], target[1] + extra)
+                    for member, extra in members
+                    if (target := member.inflected.get(key))
+                )
+                for key in set().union(*(member.inflected for member, _ in members))
+            }
+            merged_ends: dict[_Trigger, int] = {}
+            for member, extra in members:
+                for trig, cost in member.ends:
+                    merged_ends[trig] = min(merged_ends.get(trig, cost + extra), cost + extra)
+            node.ends = tuple(merged_ends.items())
         self._first.clear()
         self._compiled = True
 
-    def _first_targets(self, word: str) -> _Targets:
+    def _first_target(self, word: str) -> _Target | tuple[()]:
         """Where a message word leads from the root, memoised per spelling (most words lead nowhere)."""
         root = self._root
-        targets = root.exact.get(word) or root.inflected.get(stem(word), ())
+        target = root.exact.get(word) or root.inflected.get(stem(word)) or ()
         if len(word) <= _FIRST_MEMO_WORD:  # bounded: a flood of long junk words cannot grow the memo
             if len(self._first) >= _FIRST_MEMO_SIZE:
                 self._first.clear()
-            self._first[word] = targets
-        return targets
+            self._first[word] = target
+        return target
 
     def find(self, message: str) -> list[TriggerMatch]:
         """Every trigger occurring in the message (its best occurrence)."""
@@ -215,38 +278,40 @@ class TriggerIndex:
         first = self._first
         fillers = FILLER_WORDS
         best: dict[int, tuple[int, _Trigger]] = {}
-        # Where the walk goes on: (targets, message position after their word, penalty before their own
-        # costs); penalties count inflected words, filler words the user put between trigger words and
-        # trigger filler words the user left out. Walks do not depend on each other: one list holds them
-        # all and grows while it is read.
-        todo: list[tuple[_Targets, int, int]] = []
+        # Where the walk goes on: ((node, its cost), message position after its word, penalty before it);
+        # penalties count inflected words, filler words the user put between trigger words and trigger
+        # filler words the user left out. Walks do not depend on each other: one list holds them all and
+        # grows while it is read.
+        todo: list[tuple[_Target, int, int]] = []
         for start, word in enumerate(raw):
-            targets = first.get(word)
-            if targets is None:
-                targets = self._first_targets(word)
-            if targets:
-                todo.append((targets, start + 1, 0))
-        for targets, pos, base in todo:
-            for node, cost in targets:
-                penalty = base + cost
-                if node.ends:
-                    for trig, extra in node.ends:
-                        seen = best.get(trig.order)
-                        if seen is None or seen[0] > penalty + extra:
-                            best[trig.order] = (penalty + extra, trig)
-                exact = node.exact
-                if not exact or penalty > _MAX_PENALTY:
-                    continue
-                # The next trigger word, possibly after up to MAX_GAP filler words of the message.
-                j = pos
-                while j < n:
-                    word = raw[j]
-                    found = exact.get(word) or node.inflected.get(stem(word))
-                    if found is not None:
-                        todo.append((found, j + 1, penalty + j - pos))
-                    if word not in fillers or j - pos == MAX_GAP:
-                        break
-                    j += 1
+            target = first.get(word)
+            if target is None:
+                target = self._first_target(word)
+            if target:
+                todo.append((target, start + 1, 0))
+        for (node, cost), pos, penalty in todo:
+            penalty += cost
+            if node.ends:
+                for trig, extra in node.ends:
+                    seen = best.get(trig.order)
+                    if seen is None or seen[0] > penalty + extra:
+                        best[trig.order] = (penalty + extra, trig)
+            exact = node.exact
+            if not exact or penalty > node.limit:
+                if exact and penalty <= _MAX_PENALTY:  # a merged node, some of whose members go on
+                    for member in node.members:  # (a loop, not a generator: pos and penalty stay fast locals)
+                        todo.append((member, pos, penalty))
+                continue
+            # The next trigger word, possibly after up to MAX_GAP filler words of the message.
+            j = pos
+            while j < n:
+                word = raw[j]
+                found = exact.get(word) or node.inflected.get(stem(word))
+                if found is not None:
+                    todo.append((found, j + 1, penalty + j - pos))
+                if word not in fillers or j - pos == MAX_GAP:
+                    break
+                j += 1
         return best
 
     def decide(self, message: str, candidates: frozenset[str] | None = None) -> RoutingDecision | None:

@@ -44,9 +44,10 @@ class Deadlines:
         due = self._due.get(task)
         if due is not None and due[1] is owner:
             del self._due[task]
-        paused = self._paused.get(task)
-        if paused is not None and paused[1] is owner:
-            del self._paused[task]
+        if self._paused:  # only streamed turns pause
+            paused = self._paused.get(task)
+            if paused is not None and paused[1] is owner:
+                del self._paused[task]
 
     def pause(self) -> None:
         """The current task leaves its turn for a while (to handle the events it streamed)."""

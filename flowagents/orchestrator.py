@@ -113,7 +113,11 @@ class _Turn:
     def say(self, text: str) -> None:
         """A separate message (a blank line apart from what was said before)."""
         if text:
-            self.chunk("\n\n" + text if self.parts else text)
+            if self.parts:
+                text = "\n\n" + text
+            self.parts.append(text)  # `chunk`, written out: every turn says something
+            if self.sink is not None:
+                self.sink(trusted(MessageChunkEvent, {"content": text}))
 
     def chunk(self, text: str) -> None:
         """A streamed piece, appended as is."""
@@ -191,6 +195,11 @@ class Orchestrator:
         self._ready = False
         self._init_lock: asyncio.Lock | None = None
         self._deadlines = Deadlines()
+        # The hooks a subclass overrides; the defaults do nothing, so a turn skips their awaits.
+        cls = type(self)
+        self._custom_prepare = cls.prepare_context is not Orchestrator.prepare_context
+        self._custom_guard = cls.should_process is not Orchestrator.should_process
+        self._custom_post = cls.post_process is not Orchestrator.post_process
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -413,8 +422,9 @@ class Orchestrator:
         tenant = tenant_id or self.default_tenant
         user = user_id or "anonymous"
         key = ConversationKey(tenant, conversation_id or user, user)
-        claim_id = None if delivery_id is None else _delivery_key(tenant, delivery_id)
-        if delivery_id is not None and claim_id is not None:
+        claim_id = None
+        if delivery_id is not None:
+            claim_id = _delivery_key(tenant, delivery_id)
             try:
                 claimed = await self.store.claim_delivery(claim_id, self.delivery_lease_seconds)
             except Exception as exc:
@@ -439,17 +449,15 @@ class Orchestrator:
                 "metadata": dict(metadata) if metadata else {},
                 "delivery_id": delivery_id,
             }
-            cls = type(self)
-            if cls.prepare_context is not Orchestrator.prepare_context:
+            if self._custom_prepare:
                 context = await self.prepare_context(message, context)
-            guarded = self.guards or cls.should_process is not Orchestrator.should_process
-            if guarded and not await self.should_process(message, context):
+            if (self.guards or self._custom_guard) and not await self.should_process(message, context):
                 turn.say(await self.rejection_reply(message, context))
                 result = self._stamp(AgentResult(status=AgentStatus.COMPLETED, processed=False), key, turn)
             else:
                 async with self.isolation.lock(key):
                     result = await self._turn(message, key, context, turn)
-            if cls.post_process is not Orchestrator.post_process:
+            if self._custom_post:
                 result = await self._post_process(result, context, turn)
             if sink is not None:
                 sink(trusted(ResultEvent, {"result": result}))

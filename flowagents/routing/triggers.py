@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from flowagents._trusted import trusted
 from flowagents.routing.base import AgentProfile, RoutingDecision
 
 _TOKEN = re.compile(r"[\w']+")  # letters and digits of any script (and apostrophes)
@@ -79,11 +80,14 @@ class _Trigger:
         """The decision routing to this trigger's agent, with the confidence its penalty gives."""
         made = self.decisions.get(penalty)
         if made is None:
-            made = self.decisions[penalty] = RoutingDecision(
-                agent_type=self.agent,
-                confidence=_confidence(penalty),
-                strategy="trigger",
-                reason=f"trigger {self.text!r}",
+            made = self.decisions[penalty] = trusted(  # our own values: a name, 0.6..1, text
+                RoutingDecision,
+                {
+                    "agent_type": self.agent,
+                    "confidence": _confidence(penalty),
+                    "strategy": "trigger",
+                    "reason": f"trigger {self.text!r}",
+                },
             )
         return made
 

@@ -455,8 +455,15 @@ class Orchestrator:
                 turn.say(await self.rejection_reply(message, context))
                 result = self._stamp(AgentResult(status=AgentStatus.COMPLETED, processed=False), key, turn)
             else:
-                async with self.isolation.lock(key):
-                    result = await self._turn(message, key, context, turn)
+                release = self.isolation.hold_if_free(key)
+                if release is None:
+                    async with self.isolation.lock(key):
+                        result = await self._turn(message, key, context, turn)
+                else:  # the conversation was free: held without an `async with` (a large share of a turn)
+                    try:
+                        result = await self._turn(message, key, context, turn)
+                    finally:
+                        release()
             if self._custom_post:
                 result = await self._post_process(result, context, turn)
             if sink is not None:

@@ -335,3 +335,23 @@ async def test_a_postgres_lock_whose_server_falls_silent_mid_turn_is_given_up_no
         await iso.close()
         await other.close()
         await link.stop()
+
+
+async def test_a_conversation_held_without_waiting_makes_the_next_turn_wait_for_its_release() -> None:
+    isolation = MemoryIsolation()
+    release = isolation.hold_if_free(KEY)
+    assert release is not None
+    assert isolation.hold_if_free(KEY) is None  # held: the next turn must queue
+    assert isolation.hold_if_free(ConversationKey("t", "c", "other")) is not None
+    entered = asyncio.Event()
+
+    async def next_turn() -> None:
+        async with isolation.lock(KEY):
+            entered.set()
+
+    waiting = asyncio.create_task(next_turn())
+    await asyncio.sleep(0.01)
+    assert not entered.is_set()
+    release()
+    await asyncio.wait_for(waiting, 1)
+    assert isolation.hold_if_free(KEY) is not None  # free again once the queued turn is done

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -184,6 +185,11 @@ class EventIsolation(ABC):
     @abstractmethod
     def lock(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
         """Hold the conversation for one turn."""
+
+    def hold_if_free(self, key: ConversationKey) -> Callable[[], None] | None:
+        """Hold a conversation nobody holds at once, without waiting: the function that releases it, or
+        None when that cannot be decided without waiting (then `lock` is used). The default: always None."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from flowagents.storage.base import (
@@ -157,3 +158,10 @@ class MemoryIsolation(EventIsolation):
 
     def lock(self, key: ConversationKey) -> _Held:
         return _Held(self._busy, key)
+
+    def hold_if_free(self, key: ConversationKey) -> Callable[[], None] | None:
+        busy = self._busy
+        if key in busy:
+            return None
+        busy[key] = None
+        return _Held(busy, key)._release

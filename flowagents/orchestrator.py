@@ -75,6 +75,7 @@ _STORE_DOWN = "Sorry, I can't reach my memory right now. Please try again in a m
 _INTERNAL_ERROR = "Sorry, something went wrong on my side. Please try again in a moment."
 _PUNCTUATION = " \t\r\n\xa0.!?,;:'\"()\u2026\u2019\u201c\u201d\u00a1\u00bf\uff01\uff1f\u3002"
 _CANCEL_CHARS = 20  # a longer message is not a cancel phrase, however spaced
+_STAMPED = ("raw_message", "tenant_id", "conversation_id", "user_id")  # the fields `_stamp` sets
 
 
 class AgentInfo(BaseModel):
@@ -559,16 +560,15 @@ class Orchestrator:
         return result
 
     @staticmethod
-    def _stamp(result: AgentResult, key: ConversationKey, turn: _Turn, **more: Any) -> AgentResult:
-        """Give the result the turn's whole text and its conversation, plus `more` fields."""
-        _assign(
-            result,
-            raw_message=turn.text,
-            tenant_id=key.tenant_id,
-            conversation_id=key.conversation_id,
-            user_id=key.user_id,
-            **more,
-        )
+    def _stamp(result: AgentResult, key: ConversationKey, turn: _Turn) -> AgentResult:
+        """Give the result the turn's whole text and its conversation (set as `_assign` does, written
+        out: every turn's result passes here)."""
+        fields = result.__dict__
+        fields["raw_message"] = turn.text
+        fields["tenant_id"] = key.tenant_id
+        fields["conversation_id"] = key.conversation_id
+        fields["user_id"] = key.user_id
+        result.__pydantic_fields_set__.update(_STAMPED)
         return result
 
     async def _turn(
@@ -630,7 +630,8 @@ class Orchestrator:
                 )
             result = await self.handle_no_match(message, context)
             turn.say(result.raw_message)
-            return self._stamp(result, key, turn, no_match=True, agent_name=None)
+            _assign(result, no_match=True, agent_name=None)
+            return self._stamp(result, key, turn)
         return await self._start(decision, message, key, context, turn)
 
     def _strategy_name(self) -> str:
@@ -865,16 +866,19 @@ class Orchestrator:
                 )
             )
         turn.say(f"{prefix} {field.question}" if prefix else field.question)
-        result = trusted(
+        return trusted(  # `_stamp`'s fields included: one dict, not two
             AgentResult,
             {
                 "status": AgentStatus.WAITING_FOR_INPUT,
                 "agent_name": spec.name,
                 "field": field.name,
                 "choices": None if choices is None else list(choices),
+                "raw_message": turn.text,
+                "tenant_id": key.tenant_id,
+                "conversation_id": key.conversation_id,
+                "user_id": key.user_id,
             },
         )
-        return self._stamp(result, key, turn)
 
     async def _advance(
         self,

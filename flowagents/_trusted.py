@@ -41,14 +41,10 @@ def trusted(cls: type[M], values: dict[str, Any]) -> M:
     """`cls(**values)` for values already of the fields' types (defaults filled in, nothing checked)."""
     spec = _DEFAULTS.get(cls)
     plain, factories = spec if spec is not None else _defaults(cls)
-    if factories:
-        fields = plain.copy()
-        for name, factory in factories:
-            if name not in values:
-                fields[name] = factory()
-        fields.update(values)
-    else:
-        fields = {**plain, **values}
+    fields = {**plain, **values}
+    for name, factory in factories:
+        if name not in fields:
+            fields[name] = factory()
     model: M = _new(cls)
     _set_dict(model, fields)
     _set_fields_set(model, set(values))

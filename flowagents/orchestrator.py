@@ -30,7 +30,7 @@ from flowagents.events import (
 )
 from flowagents.fields import MISSING, InvalidAnswer, Slot
 from flowagents.llm.base import current_tenant
-from flowagents.results import AgentResult, AgentStatus
+from flowagents.results import TERMINAL_STATUSES, AgentResult, AgentStatus
 from flowagents.routing.base import Router, RoutingDecision
 from flowagents.routing.factory import make_router
 from flowagents.routing.triggers import TriggerIndex, TriggerRouter
@@ -575,8 +575,8 @@ class Orchestrator:
         self, message: str, key: ConversationKey, context: dict[str, Any], turn: _Turn
     ) -> AgentResult:
         record = await self.store.load(key)
-        candidates = self._candidates(key.tenant_id)
-        if record is not None and not record.status.is_terminal:
+        candidates = self._tenant_names.get(key.tenant_id, self._all_names)  # `_candidates`, inlined
+        if record is not None and record.status not in TERMINAL_STATUSES:
             spec = self._specs.get(record.agent)
             if spec is None or spec.name not in candidates or not self._restore(spec, record):
                 log.warning("resetting conversation of a missing or changed agent %s", record.agent)

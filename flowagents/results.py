@@ -21,12 +21,13 @@ class AgentStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """True once the agent will not take another message."""
-        return self in _TERMINAL
+        return self in TERMINAL_STATUSES
 
 
-_TERMINAL = frozenset(
+TERMINAL_STATUSES = frozenset(
     {AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED, AgentStatus.TIMED_OUT}
 )
+"""The statuses after which an agent takes no more messages (`AgentStatus.is_terminal`)."""
 
 
 class AgentResult(BaseModel):

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from flowagents.results import TERMINAL_STATUSES
 from flowagents.storage.base import (
     ConversationKey,
     ConversationRecord,
@@ -39,10 +40,12 @@ class MemoryStore(ConversationStore):
         record = self._records.get(key)
         if record is None:
             return None
-        if self._expired(record, time.time()):
+        finished = record.status in TERMINAL_STATUSES  # `_expired` written out: every turn loads
+        ttl = self.finished_ttl_seconds if finished else self.idle_ttl_seconds
+        if time.time() - record.updated_at > ttl:
             del self._records[key]
             return None
-        if record.status.is_terminal:  # a finished conversation is only read (a new one replaces it)
+        if finished:  # a finished conversation is only read (a new one replaces it)
             return record
         # A copy of a live one, as the other stores give: a turn that changes it and never saves
         # (cancelled, abandoned) leaves the stored conversation as it was.

@@ -86,9 +86,10 @@ def _numbers(text: str) -> list[str]:
     for when in (_TIME, _ISO_DATE, _MONTH_DAY):
         text = when.sub(" ", text)
     found = _NUMBER.findall(text)
-    if not found:
-        found = [str(_NUMBER_WORDS[w]) for w in _WORD.findall(text.lower()) if w in _NUMBER_WORDS]
-    return found
+    words = [str(_NUMBER_WORDS[w]) for w in _WORD.findall(text.lower()) if w in _NUMBER_WORDS]
+    if found:  # "4, the one by the window": beside digits, only a number word other than "one" counts
+        return found + [w for w in words if w != "1"]  # ("four adults and 2 kids" states two counts)
+    return words
 
 
 def _times(text: str) -> list[dt.time]:

@@ -109,6 +109,18 @@ async def test_slot_filling_converts_types_and_completes(orch: Orchestrator) -> 
     assert r.data == {"guests": 4, "day": dt.date(2030, 1, 2)}
 
 
+async def test_a_message_stating_two_counts_fills_neither_and_the_field_is_asked(orch: Orchestrator) -> None:
+    r = await orch.process("book a table for four adults and 2 kids", tenant_id="t", user_id="u")
+    assert (r.field, r.raw_message) == ("guests", "How many guests?")  # not 2, nor 4: it asks
+    r = await orch.process("four adults and 2 kids", tenant_id="t", user_id="u")
+    assert r.field == "guests" and r.raw_message.endswith("How many guests?")
+    r = await orch.process("6", tenant_id="t", user_id="u")
+    assert r.field == "day"
+    # A digit beside the word "one" is still one count.
+    r = await orch.process("book a table for 3, the one by the window", tenant_id="t", user_id="v")
+    assert r.field == "day"
+
+
 async def test_values_in_the_triggering_message_are_taken(orch: Orchestrator) -> None:
     r = await orch.process("book a table for 6 on 2030-05-01", tenant_id="t", user_id="u")
     assert r.status is AgentStatus.COMPLETED and r.raw_message == "Booked for 6 on 2030-05-01."

@@ -719,9 +719,8 @@ class Orchestrator:
             )
             turn.state(spec.name, None, AgentStatus.RUNNING)
         now = time.time()
-        record = ConversationRecord(
-            agent=spec.name, status=AgentStatus.RUNNING, created_at=now, updated_at=now
-        )
+        # agent, status, created_at, updated_at, values: positional, the cheapest dataclass call
+        record = ConversationRecord(spec.name, AgentStatus.RUNNING, now, now, {})
         typed = self._typed_fields[spec.name]
         refused = self._prefill(typed, record.values, message) if typed else None
         if self.slot_extractor is not None and spec.fields:

@@ -17,6 +17,7 @@ require_semantic_extra()
 import numpy as np
 from openai import AsyncOpenAI
 
+from flowagents import AgentResult, AgentStatus, Orchestrator, RoutingEvent, StandardAgent, flowagent
 from flowagents.embeddings import (
     CachedEmbedder,
     EmbeddingCache,
@@ -26,6 +27,8 @@ from flowagents.embeddings import (
     l2_normalise,
 )
 from flowagents.embeddings.base import ModelIntegrityError
+from flowagents.llm import CircuitBreaker
+from flowagents.routing.llm import HybridRouter
 from flowagents.routing.semantic import SemanticConfig, SemanticRouter
 from flowagents.testing.openai import Fail, FakeOpenAI
 
@@ -184,4 +187,141 @@ async def test_openai_embedder_reports_a_bad_key() -> None:
         embedder = OpenAIEmbedder(client)
         with pytest.raises(EmbeddingError, match="API key"):
             await embedder.embed(["hello"])
+        with pytest.raises(EmbeddingError, match="paused"):  # a wrong key will not fix itself: no retry
+            await embedder.embed(["hello"])
+        assert len(fake.embedding_requests) == 1
+        await embedder.close()
+
+
+# -- a dead embeddings service ----------------------------------------------------------------------
+
+
+@flowagent(
+    name="EmbBooking",
+    triggers=["book table"],
+    examples=["book a table", "reserve a table for two", "a table for dinner tonight"],
+)
+class EmbBooking(StandardAgent):
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(AgentStatus.COMPLETED, "Booked!")
+
+
+@flowagent(name="EmbWeather", triggers=["weather"], examples=["will it rain tomorrow", "is it sunny today"])
+class EmbWeather(StandardAgent):
+    async def on_running(self, msg: str) -> AgentResult:
+        return self.make_result(AgentStatus.COMPLETED, "Sunny.")
+
+
+class Clock:
+    """A clock the test moves by hand (the breaker's cooldowns pass without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaking_embedder(fake: FakeOpenAI, clock: Clock) -> OpenAIEmbedder:
+    client = AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=0, timeout=0.3)
+    return OpenAIEmbedder(client, breaker=CircuitBreaker(clock=clock))
+
+
+async def route(orch: Orchestrator, text: str, user: str) -> tuple[RoutingEvent, AgentResult]:
+    events = [e async for e in orch.process_stream(text, user_id=user)]
+    [routing] = [e for e in events if isinstance(e, RoutingEvent)]
+    assert events[-1].type == "result"
+    return routing, events[-1].result
+
+
+@pytest.mark.parametrize("outage", [Fail(503), Fail(503, delay=5)], ids=["http-503", "timeout"])
+async def test_a_dead_embeddings_service_is_not_called_on_every_message(outage: Fail) -> None:
+    clock = Clock()
+    async with FakeOpenAI() as fake:
+        embedder = breaking_embedder(fake, clock)
+        router = SemanticRouter(embedder, config=SemanticConfig(head="nearest", pivot=0.3))
+        orch = Orchestrator(agents=[EmbBooking, EmbWeather], routing_strategy=router)
+        event, _ = await route(orch, "please book a table", "u0")
+        assert (event.agent, event.strategy, event.fallback) == ("EmbBooking", "semantic", None)
+        sent = len(fake.embedding_requests)
+
+        fake.embedding_failure = outage
+        for i in range(5):
+            event, result = await route(orch, "book table for two", f"u{i + 1}")
+            assert (event.agent, event.fallback) == ("EmbBooking", "trigger")
+            assert result.raw_message == "Booked!"
+        event, result = await route(orch, "something else entirely", "u6")
+        assert (event.agent, event.fallback) == (None, "trigger") and result.no_match
+        # Two failures opened the circuit: the other messages were answered by triggers without a request.
+        assert len(fake.embedding_requests) == sent + 2
+
+        fake.embedding_failure = None
+        clock.now += 31  # the pause is over: one probe, it works, and semantic routing is back
+        for user in ("u7", "u8"):
+            event, _ = await route(orch, "please book a table", user)
+            assert (event.agent, event.fallback) == ("EmbBooking", None)
+        assert len(fake.embedding_requests) == sent + 4
+        await orch.close()
+        await embedder.close()
+
+
+async def test_hybrid_routing_falls_back_at_once_while_embeddings_are_down() -> None:
+    clock = Clock()
+    async with FakeOpenAI() as fake:
+        fake.default = {"reason": "mentions a table", "agent": "EmbBooking", "confidence": 0.9}
+        embedder = breaking_embedder(fake, clock)
+        router = HybridRouter(fake.client(), embedder=embedder, min_examples=2)
+        orch = Orchestrator(
+            llm_client=router.llm_router.llm, agents=[EmbBooking, EmbWeather], routing_strategy=router
+        )
+        await orch.initialize()
+        assert router.semantic is not None
+        sent = len(fake.embedding_requests)
+
+        fake.embedding_failure = Fail(500)
+        for i in range(4):
+            event, result = await route(orch, "somewhere to eat with a table", f"u{i}")
+            assert (event.agent, event.fallback) == (None, "trigger") and result.no_match
+        assert len(fake.embedding_requests) == sent + 2
+
+        fake.embedding_failure = None
+        clock.now += 31
+        event, _ = await route(orch, "somewhere to eat with a table", "u9")
+        assert event.agent == "EmbBooking" and event.fallback is None
+        assert len(fake.embedding_requests) == sent + 3
+        await orch.close()
+        await embedder.close()
+
+
+async def test_embeddings_pause_as_long_as_retry_after_asks() -> None:
+    clock = Clock()
+    async with FakeOpenAI() as fake:
+        embedder = breaking_embedder(fake, clock)
+        fake.embedding_failure = Fail(429, retry_after=120)
+        for _ in range(4):
+            with pytest.raises(EmbeddingError):
+                await embedder.embed(["hello"])
+        assert len(fake.embedding_requests) == 2
+
+        fake.embedding_failure = None
+        clock.now += 60  # past the 30 s cooldown, but the server asked for 120 s
+        with pytest.raises(EmbeddingError, match="paused"):
+            await embedder.embed(["hello"])
+        assert len(fake.embedding_requests) == 2
+        clock.now += 61
+        assert (await embedder.embed(["hello"])).shape == (1, fake.embedding_dimensions)
+        assert len(fake.embedding_requests) == 3
+        await embedder.close()
+
+
+async def test_refused_embedding_requests_do_not_pause_the_next_ones() -> None:
+    async with FakeOpenAI() as fake:
+        embedder = breaking_embedder(fake, Clock())
+        too_long = Fail(400, message="This model's maximum context length is 8192 tokens.")
+        fake.script_embeddings(too_long, too_long, too_long)
+        for _ in range(3):
+            with pytest.raises(EmbeddingError, match="HTTP 400"):
+                await embedder.embed(["x " * 9000])
+        assert (await embedder.embed(["hello"])).shape == (1, fake.embedding_dimensions)
+        assert len(fake.embedding_requests) == 4
         await embedder.close()

@@ -239,6 +239,9 @@ class FakeOpenAI:
         self.embed: Callable[[str, int], list[float]] = bag_of_words_vector
         """Text and dimensions to vector, for /v1/embeddings."""
         self.embedding_dimensions = 64
+        self.embedding_failure: Fail | None = None
+        """While set, answers every embedding request the script does not (an embeddings service that is
+        down: `Fail(503)`; slow: `Fail(503, delay=...)` longer than the client's timeout)."""
         self.requests: list[ChatRequest] = []
         self.streams_completed = 0
         self.streams_closed_by_client = 0
@@ -313,6 +316,10 @@ class FakeOpenAI:
     @property
     def chat_requests(self) -> list[ChatRequest]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    @property
+    def embedding_requests(self) -> list[ChatRequest]:
+        return [r for r in self.requests if r.path.endswith("/embeddings")]
 
     # ------------------------------------------------------------------------------------ handlers
 
@@ -523,7 +530,7 @@ class FakeOpenAI:
         raw = recorded.body.get("input")
         texts = [raw] if isinstance(raw, str) else [str(t) for t in (raw or [])]
         dims = int(recorded.body.get("dimensions") or self.embedding_dimensions)
-        scripted = self._embedding_script.popleft() if self._embedding_script else None
+        scripted = self._embedding_script.popleft() if self._embedding_script else self.embedding_failure
         if isinstance(scripted, Fail):
             if scripted.delay:
                 await asyncio.sleep(scripted.delay)

@@ -11,8 +11,11 @@ __all__ = [
     "asked_user",
     "choice_blocks",
     "defuse_broadcasts",
+    "fit_message",
     "help_blocks",
+    "open_fence",
     "split_at_boundary",
+    "split_point",
     "to_mrkdwn",
     "unfinished_token",
 ]
@@ -30,9 +33,25 @@ _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 _BULLET = re.compile(r"^(\s*)[-*+]\s+", re.M)
 # Special mentions that notify a whole channel or user group (<!channel>, <!here|here>, <!subteam^S1>...).
 _BROADCAST = r"!(?:here|channel|everyone|group|subteam\^)"
-_SLACK_TOKEN = re.compile(rf"<(?:[@#][^>\s]*|!(?!{_BROADCAST[1:]})[^>\s]*|(?:https?|mailto):[^>\s]*)>", re.I)
+# A Slack link, mention or date, its label (after "|") may have spaces: <https://x.io|the setup guide>.
+_SLACK_TOKEN = re.compile(
+    rf"<(?:[@#][^>\s|]*|!(?!{_BROADCAST[1:]})[^>\s|]*|(?:https?|mailto):[^>\s|]*)(?:\|[^<>\n]*)?>", re.I
+)
 _BROADCAST_TOKEN = re.compile(rf"<(?={_BROADCAST}[^>\s]*>)", re.I)
 _MAX_TOKEN = 100  # longest unfinished <...> kept back from a stream until its end arrives
+# What a message never ends in the middle of: Slack links, mentions and dates (<url|label>, <#C1|name>,
+# <!date^..|label>), Markdown links, code spans and emphasis (Markdown **bold**, ~~strike~~, *italics*;
+# mrkdwn *bold*, _italics_, ~strike~).
+_UNBREAKABLE = re.compile(
+    r"<(?:[@#!]|https?:|mailto:)[^<>\n]*>"
+    r"|\[[^\]\n]+\]\([^)\s]+\)"
+    r"|`[^`\n]+`"
+    r"|(\*\*|__|~~)(?=\S).+?(?<=\S)\1"
+    r"|(?<![*_~\w])([*_~])(?=\S)[^*_~\n]+?(?<=\S)\2(?![*_~\w])",
+    re.I,
+)
+_FENCE_LINE = re.compile(r"^ {0,3}```[^`\n]*$", re.M)
+_CLOSE_ROOM = len("\n```")
 
 
 def defuse_broadcasts(text: str) -> str:
@@ -124,17 +143,92 @@ def _convert_inline_code(text: str) -> str:
 def split_at_boundary(text: str, limit: int) -> tuple[str, str]:
     """Split ``text`` so the head has at most ``limit`` characters, at a paragraph, line or word boundary.
 
+    See :func:`split_point`; a text whose first word is longer than ``limit`` is cut hard.
     Returns ``(head, rest)``; ``head + rest == text`` so no character is ever lost.
     """
+    cut = split_point(text, limit, hard=True)
+    return text[:cut], text[cut:]
+
+
+def split_point(text: str, limit: int, *, lines_only: bool = False, hard: bool = False) -> int:
+    """Length of the head of ``text`` to send in a message with room for ``limit`` characters.
+
+    All of ``text`` when it fits; else up to a paragraph, line or (unless ``lines_only``) word break that
+    is not inside a link, mention, code span or emphasis, preferring a paragraph break past the first
+    quarter, then a line break, then a space; else the latest such break; else 0. With ``hard`` (a new
+    message, which has to take something) never 0: a link or code span too long for the message is broken
+    at a space, and only a word longer than ``limit`` is cut in the middle.
+    """
     if len(text) <= limit:
+        return len(text)
+    limit = max(limit, 1 if hard else 0)
+    seps = ("\n\n", "\n") if lines_only else ("\n\n", "\n", " ")
+    whole = [m.span() for m in _UNBREAKABLE.finditer(text) if m.start() < limit]
+    cut = _break_point(text, limit, seps, whole)
+    if hard and not cut:
+        cut = _break_point(text, limit, seps, []) or limit
+    return cut
+
+
+def _break_point(text: str, limit: int, seps: tuple[str, ...], whole: list[tuple[int, int]]) -> int:
+    latest = 0
+    for sep in seps:
+        at = text.rfind(sep, 0, limit)
+        while at != -1 and any(start < at + len(sep) < end for start, end in whole):
+            at = text.rfind(sep, 0, at)
+        if at > limit // 4:
+            return at + len(sep)
+        if at != -1:
+            latest = max(latest, at + len(sep))
+    return latest
+
+
+def open_fence(text: str) -> str | None:
+    """The opening line (```` ``` ```` and its language) of a code block ``text`` leaves open, else None."""
+    opening: str | None = None
+    for m in _FENCE_LINE.finditer(text):
+        line = m.group(0).strip()
+        if opening is None:
+            opening = line
+        elif line == "```":
+            opening = None
+    return opening
+
+
+def fit_message(sent: str, text: str, limit: int) -> tuple[str, str]:
+    """``(head, rest)``: what of ``text`` goes into a message of at most ``limit`` characters already
+    holding ``sent``, and what goes on in the next message.
+
+    The cut is :func:`split_point`'s, only at a line break when less than a quarter of the message is left;
+    with no such break ``head`` is empty (the text starts the next message), except in a new message
+    (``sent`` empty), which cuts a word longer than ``limit`` hard. A code block the cut falls in is closed at
+    the end of ``head`` and opened again (same language) at the start of ``rest``, so both messages show code
+    as code; when the block starts past the first quarter of the room left, the cut moves before it instead.
+    A message always keeps room to close the code block it leaves open.
+    """
+    room = limit - len(sent)
+    if len(text) <= room and (len(text) + _CLOSE_ROOM <= room or open_fence(sent + text) is None):
         return text, ""
-    window = text[:limit]
-    for sep in ("\n\n", "\n", " "):
-        cut = window.rfind(sep)
-        if cut > limit // 4:
-            cut += len(sep)
-            return text[:cut], text[cut:]
-    return text[:limit], text[limit:]
+    lines_only = bool(sent) and room < limit // 4
+    cut = split_point(text, room, lines_only=lines_only, hard=not sent)
+    if open_fence(sent + text[:cut]) is None:
+        return text[:cut], text[cut:]
+    fences = [m.start() for m in _FENCE_LINE.finditer(text, 0, cut)]
+    if fences and fences[-1] > room // 4 and open_fence(sent + text[: fences[-1]]) is None:
+        return text[: fences[-1]], text[fences[-1] :]  # the block starts in the next message
+    room -= _CLOSE_ROOM
+    cut = split_point(text, room, lines_only=lines_only, hard=not sent)
+    head, rest = sent + text[:cut], text[cut:]
+    opening = open_fence(head)
+    if opening is None:
+        return text[:cut], rest
+    if not sent and cut <= len(opening) + 1:
+        return text[:cut], rest  # a message too small to hold its code block: cut as plain text
+    close = "```" if head.endswith("\n") else "\n```"
+    closing = _FENCE_LINE.match(rest)
+    if closing and closing.group(0).strip() == "```":  # the block ends right here: no need to reopen it
+        return text[:cut] + close, rest[closing.end() :].removeprefix("\n")
+    return text[:cut] + close, f"{opening}\n{rest}"
 
 
 class AgentInfoLike(Protocol):

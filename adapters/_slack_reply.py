@@ -26,7 +26,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters._slack_format import defuse_broadcasts, split_at_boundary, to_mrkdwn, unfinished_token
+from adapters._slack_format import defuse_broadcasts, fit_message, open_fence, to_mrkdwn, unfinished_token
 from adapters._slack_pacing import BudgetRegistry
 from flowagents import observability
 
@@ -216,14 +216,8 @@ class ReplyWriter:
         """
         try:
             while text:
-                room = self._max_chars - len(self._sent) if self._ts is not None else self._max_chars
-                if len(text) > room:
-                    head, rest = split_at_boundary(text, max(room, 1))
-                    if self._ts is not None and room < self._max_chars // 4 and "\n" not in text[:room]:
-                        # Little room left and no good boundary: start the next message instead.
-                        head, rest = "", text
-                else:
-                    head, rest = text, ""
+                # Never mid-word, link or code span; a code block cut in two is closed, then reopened.
+                head, rest = fit_message(self._sent, text, self._max_chars)
                 if head:
                     await self._append(head)
                 text = rest
@@ -252,9 +246,8 @@ class ReplyWriter:
                 log.info(
                     "slack stream %s ended early (%s); continuing in a new message", self._ts, _code(exc)
                 )
-                self._end_current()
                 self._native = False
-                await self._open(text)
+                await self._open(self._reopened(text))
                 return
         new_text = self._sent + text
         try:
@@ -267,8 +260,13 @@ class ReplyWriter:
             self._sent = new_text
         except SlackApiError as exc:
             log.warning("slack chat.update failed (%s); continuing in a new message", _code(exc))
-            self._end_current()
-            await self._open(text)
+            await self._open(self._reopened(text))
+
+    def _reopened(self, text: str) -> str:
+        """End the current message (it could not take ``text``); ``text``, reopening its open code block."""
+        opening = open_fence(self._sent)
+        self._end_current()
+        return f"{opening}\n{text}" if opening else text
 
     async def _open(self, text: str) -> None:
         if not text.strip():  # Slack refuses a message of blanks (no_text): the next words open it
@@ -398,7 +396,7 @@ def _with_text(text: str, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     sections: list[dict[str, Any]] = []
     rest = to_mrkdwn(text.strip())
     while rest:
-        head, rest = split_at_boundary(rest, 3000)
+        head, rest = fit_message("", rest, 3000)
         sections.append({"type": "section", "text": {"type": "mrkdwn", "text": head}})
     return [*sections, *blocks]
 

@@ -11,6 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters._slack_format import to_mrkdwn
 from adapters._slack_pacing import BudgetRegistry, RateLimit
 from adapters._slack_reply import UNDELIVERED, ReplyWriter, web_api_retry_handlers
 from flowagents import AgentResult, AgentStatus, InputField, Orchestrator, StandardAgent, flowagent
@@ -63,7 +64,28 @@ class SlackNoteAgent(StandardAgent):
             await asyncio.sleep(0.01)
 
 
-AGENTS = [SlackBookingAgent, SlackStoryAgent, SlackEssayAgent, SlackCrashAgent, SlackNoteAgent]
+CODE_LINES = [f"total = add(total, {i})  # step {i} of the sum" for i in range(40)]
+CODE_ANSWER = (
+    "Here is the script:\n\n```python\n" + "\n".join(CODE_LINES) + "\n```\n\nRun it with `python sum.py`."
+)
+
+
+@flowagent(triggers=["code sample"], name="SlackCode", description="Shows a long code sample.")
+class SlackCodeAgent(StandardAgent):
+    async def on_running(self, msg: str) -> AsyncIterator[str]:  # type: ignore[override]
+        for line in CODE_ANSWER.splitlines(keepends=True):
+            yield line
+            await asyncio.sleep(0)
+
+
+AGENTS = [
+    SlackBookingAgent,
+    SlackStoryAgent,
+    SlackEssayAgent,
+    SlackCrashAgent,
+    SlackNoteAgent,
+    SlackCodeAgent,
+]
 BROADCASTS = ("<!channel>", "<!here>", "<!everyone>", "<!subteam^S1|@devs>")
 
 
@@ -439,6 +461,75 @@ async def test_long_answer_continues_in_new_messages_at_boundaries(
     assert all(len(m.text) <= 1500 for m in messages)
     assert all(m.text.rstrip().endswith(tuple("0123456789")) for m in messages)  # cut between words
     assert words(fast_fake.transcript(channel="DU1")) == words(LONG_ANSWER)
+
+
+def code_lines(text: str) -> tuple[list[str], bool]:
+    """The lines of ``text`` inside its code blocks, and whether its last code block is closed."""
+    inside, lines = False, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif inside:
+            lines.append(line)
+    return lines, not inside
+
+
+@pytest.mark.parametrize("where", ["dm", "thread"])
+async def test_long_code_block_is_closed_and_reopened_across_messages(
+    fast_fake: FakeSlack, orchestrator: Orchestrator, where: str
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    async with SlackTestBot(fast_fake, orchestrator, workspace=ws, max_message_chars=400) as bot:
+        if where == "dm":  # post and edit: Slack mrkdwn
+            await bot.dm("T1", user="U1", text="code sample please")
+        else:  # native streaming: Markdown
+            await bot.mention("T1", channel="C1", user="U1", text="code sample please")
+        await bot.settle(1)
+    messages = fast_fake.bot_messages(channel="DU1" if where == "dm" else "C1")
+    assert len(messages) >= 3
+    assert all(len(m.text) <= 400 for m in messages)
+    shown: list[str] = []
+    for m in messages:
+        lines, closed = code_lines(m.text)
+        assert closed, m.text  # every message renders its part of the code as code
+        shown += lines
+    assert shown == CODE_LINES  # each line of code once, in a code block, none cut in two
+    assert messages[-1].text.rstrip().endswith("Run it with `python sum.py`.")
+
+
+async def test_a_streamed_answer_with_little_room_left_never_cuts_a_word(fast_fake: FakeSlack) -> None:
+    ws = fast_fake.add_workspace("T1")
+    writer = dm_writer(fast_fake, ws.bot_token)
+    writer.feed("This first line fills most of the message up.\n")  # 12 characters of room left
+    await fast_fake.wait_for(lambda: fast_fake.bot_messages(channel="DU1"))
+    writer.feed("\nSupercalifragilistic words follow on the next line.")
+    await writer.finish()
+    messages = fast_fake.bot_messages(channel="DU1")
+    assert len(messages) == 2 and all(len(m.text) <= 60 for m in messages)
+    assert [w for m in messages for w in words(m.text)] == words(writer.text)
+
+
+@pytest.mark.parametrize(
+    ("token", "shown"),
+    [
+        ("<https://x.io|the full setup guide>", "<https://x.io|the full setup guide>"),
+        ("[the full setup guide](https://x.io)", "<https://x.io|the full setup guide>"),
+        ("`pip install --upgrade flowagents`", "`pip install --upgrade flowagents`"),
+        ("<!date^1^{time}|at 6:39 AM today>", "<!date^1^{time}|at 6:39 AM today>"),
+    ],
+)
+async def test_a_link_mention_or_code_span_at_a_message_boundary_is_never_cut(
+    fast_fake: FakeSlack, token: str, shown: str
+) -> None:
+    ws = fast_fake.add_workspace("T1")
+    writer = dm_writer(fast_fake, ws.bot_token)
+    writer.feed("Read this first, then go on.\n\n")  # 30 characters of room left
+    await fast_fake.wait_for(lambda: fast_fake.bot_messages(channel="DU1"))
+    writer.feed(f"{token} is worth a read.")
+    await writer.finish()
+    texts = [m.text for m in fast_fake.bot_messages(channel="DU1")]
+    assert any(shown in text for text in texts), texts
+    assert [w for t in texts for w in words(t)] == words(to_mrkdwn(writer.text))
 
 
 async def test_twenty_conversations_stream_at_once_without_a_single_429(orchestrator: Orchestrator) -> None:

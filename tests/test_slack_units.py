@@ -9,6 +9,7 @@ from slack_sdk.http_retry.state import RetryState
 
 from adapters._slack_format import (
     defuse_broadcasts,
+    fit_message,
     help_blocks,
     split_at_boundary,
     to_mrkdwn,
@@ -60,6 +61,58 @@ def test_split_prefers_paragraph_then_word_boundaries_and_loses_nothing() -> Non
     assert head == "alpha beta " and head + rest == "alpha beta gamma delta"
     head, rest = split_at_boundary("x" * 50, 20)
     assert (head, rest) == ("x" * 20, "x" * 30)
+
+
+def test_split_never_cuts_a_word_that_fits_even_when_the_only_break_is_early() -> None:
+    text = "a " + "b" * 19 + " c"
+    assert split_at_boundary(text, 20) == ("a ", "b" * 19 + " c")
+    # Only a word longer than the limit is cut.
+    assert split_at_boundary("b" * 30 + " c", 20) == ("b" * 20, "b" * 10 + " c")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "<https://x.io|the full setup guide>",
+        "<#C123|general chat room>",
+        "[the full setup guide](https://x.io)",
+        "`pip install --upgrade flowagents`",
+        "**a bold claim here**",
+        "*the mrkdwn bold here*",
+    ],
+)
+def test_split_keeps_links_mentions_code_spans_and_emphasis_whole(token: str) -> None:
+    text = f"Please read {token} right now."
+    head, rest = split_at_boundary(text, len("Please read ") + len(token) - 3)
+    assert (head, rest) == ("Please read ", f"{token} right now.")
+    # A message with text already in it leaves the whole token to the next message.
+    sent = "x" * 30 + "\n"
+    assert fit_message(sent, f"{token} now.", len(sent) + len(token) - 3) == ("", f"{token} now.")
+    # Only a token too long for any message is broken, at a space.
+    head, rest = split_at_boundary(f"{token} now.", len(token) - 3)
+    assert head.endswith(" ") and head + rest == f"{token} now."
+
+
+def test_a_code_block_cut_in_two_is_closed_and_opened_again() -> None:
+    code = "".join(f"x = {i}\n" for i in range(20))
+    text = f"Here is the whole script.\n\n```python\n{code}```\nAfter."
+    parts: list[str] = []
+    rest = text
+    while rest:
+        head, rest = fit_message("", rest, 60)
+        assert len(head) <= 60
+        parts.append(head)
+    assert parts[0] == "Here is the whole script.\n\n"  # the block starts late: it opens the next message
+    with_code = [p for p in parts if "x = " in p]
+    assert len(with_code) >= 3
+    assert all(p.startswith("```python\n") and p.rstrip().endswith("\n```") for p in with_code), parts
+    code_shown = [line for p in parts for line in p.splitlines() if line.startswith("x = ")]
+    assert code_shown == code.splitlines()  # every line once, none cut
+    assert parts[-1].endswith("After.") and "".join(parts).count("```") % 2 == 0
+    # A message that already has a block open closes it, even with no room for more.
+    assert fit_message("```\n" + "y = 1\n" * 8, "z = 2 + 3\n", 56) == ("```", "```\nz = 2 + 3\n")
+    # The cut falls just before the block's own closing fence: it is not opened again for nothing.
+    assert fit_message("", "```\nab\n\n```\nok", 12) == ("```\nab\n\n```", "ok")
 
 
 def test_help_blocks_list_each_agent_with_description_and_example() -> None:

@@ -37,7 +37,7 @@ _BROADCAST = r"!(?:here|channel|everyone|group|subteam\^)"
 _SLACK_TOKEN = re.compile(
     rf"<(?:[@#][^>\s|]*|!(?!{_BROADCAST[1:]})[^>\s|]*|(?:https?|mailto):[^>\s|]*)(?:\|[^<>\n]*)?>", re.I
 )
-_BROADCAST_TOKEN = re.compile(rf"<(?={_BROADCAST}[^>\s]*>)", re.I)
+_BROADCAST_TOKEN = re.compile(rf"<(?={_BROADCAST}[^<>\n]*>)", re.I)  # a label may have spaces
 _MAX_TOKEN = 100  # longest unfinished <...> kept back from a stream until its end arrives
 # What a message never ends in the middle of: Slack links, mentions and dates (<url|label>, <#C1|name>,
 # <!date^..|label>), Markdown links, code spans and emphasis (Markdown **bold**, ~~strike~~, *italics*;
@@ -72,7 +72,8 @@ def unfinished_token(text: str) -> int:
     if at == -1:
         return len(text)
     tail = text[at:]
-    if ">" in tail or len(tail) > _MAX_TOKEN or any(c.isspace() for c in tail):
+    target = tail.partition("|")[0]  # a label, after "|", may have spaces: <!subteam^S1|@dev team>
+    if ">" in tail or "\n" in tail or len(tail) > _MAX_TOKEN or any(c.isspace() for c in target):
         return len(text)
     return at
 

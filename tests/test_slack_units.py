@@ -47,10 +47,13 @@ def test_streamed_markdown_never_carries_a_channel_wide_mention() -> None:
     assert defuse_broadcasts("hey <!everyone>, <@U1> and <!date^1^{date}|x>") == (
         "hey <\u200b!everyone>, <@U1> and <!date^1^{date}|x>"
     )
+    # A group mention's label may have spaces: it is still a mention.
+    assert defuse_broadcasts("cc <!subteam^S1|@dev team>") == "cc <\u200b!subteam^S1|@dev team>"
     # A stream keeps back a trailing "<..." that may still become a mention, and only that.
     assert unfinished_token("ping <!chan") == len("ping ")
     assert unfinished_token("a < b") == len("a < b")
     assert unfinished_token("done <@U1>") == len("done <@U1>")
+    assert unfinished_token("cc <!subteam^S1|@dev te") == len("cc ")
 
 
 def test_split_prefers_paragraph_then_word_boundaries_and_loses_nothing() -> None:
